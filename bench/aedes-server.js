@@ -1,0 +1,12 @@
+// Aedes as people deploy it: default options, in-memory persistence, plain TCP.
+// Usage: node bench/aedes-server.js PORT
+import net from 'node:net'
+import { Aedes } from 'aedes'
+
+const port = Number(process.argv[2])
+const broker = await Aedes.createBroker()
+// Clients vanishing at the end of a run are expected, not worth a stack trace.
+broker.on('clientError', () => {})
+broker.on('connectionError', () => {})
+const server = net.createServer(broker.handle)
+server.listen(port, '127.0.0.1')

@@ -1,0 +1,214 @@
+// Starting, probing, measuring and stopping the brokers under test, and the
+// bookkeeping that guarantees no broker or generator outlives the harness.
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import * as m from './mqtt.js'
+
+export const ROOT = path.resolve(import.meta.dirname, '..')
+export const PERCH_BIN = path.join(ROOT, 'bin', 'perch.js')
+export const START_TIMEOUT_MS = 10000
+
+// Everything we spawn, by pid; `group` means it leads its own process group
+// (brokers, so a broker's own helpers die with it).
+const live = new Map()
+
+export function track(child, group) {
+  live.set(child.pid, group)
+  child.once('exit', () => live.delete(child.pid))
+}
+
+export function killAll() {
+  for (const [pid, group] of live) {
+    try {
+      process.kill(group ? -pid : pid, 'SIGKILL')
+    } catch {}
+  }
+  live.clear()
+}
+
+// Debian installs mosquitto in /usr/sbin, which is not on a normal user's PATH.
+export function mosquittoPath() {
+  for (const p of ['mosquitto', '/usr/sbin/mosquitto', '/usr/local/sbin/mosquitto']) {
+    const r = spawnSync(p, ['-h'], { encoding: 'utf8' })
+    if (!r.error) return { bin: p, version: (r.stdout || r.stderr).split('\n')[0].trim() }
+  }
+  return null
+}
+
+// Settings noted in RESULTS.md: Debian defaults except what a benchmark needs.
+// max_queued_messages 1000 is the default: beyond it Mosquitto drops QoS 0 for a
+// slow subscriber, which is what keeps its memory bounded under overload.
+export function mosquittoConf(port) {
+  return [
+    `listener ${port} 127.0.0.1`,
+    'allow_anonymous true',
+    'persistence false',
+    'max_queued_messages 1000',
+    'max_inflight_messages 20',
+    'log_dest stderr',
+    'log_type error',
+    'log_type warning',
+    'connection_messages false',
+    '',
+  ].join('\n')
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+// Returns { child, pid, port, exited, logFile, t0 } where t0 is performance.now()
+// taken just before exec, for the exec-to-CONNACK figure.
+export async function startBroker(name, { dir, mosquitto, nofile }) {
+  const port = await freePort()
+  let cmd
+  let args
+  if (name === 'mosquitto') {
+    const conf = path.join(dir, 'mosquitto.conf')
+    writeFileSync(conf, mosquittoConf(port))
+    cmd = mosquitto.bin
+    args = ['-c', conf]
+  } else if (name === 'aedes') {
+    cmd = process.execPath
+    args = [path.join(ROOT, 'bench', 'aedes-server.js'), String(port)]
+  } else if (name === 'perch') {
+    cmd = process.execPath
+    args = [PERCH_BIN, 'start', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--allow-anonymous']
+  } else {
+    throw new Error(`unknown broker ${name}`)
+  }
+  if (nofile) {
+    // exec keeps the pid, so RSS and kill still address the broker itself.
+    args = ['-c', `ulimit -n ${nofile} && exec "$@"`, 'sh', cmd, ...args]
+    cmd = 'sh'
+  }
+  const logFile = path.join(dir, `${name}.log`)
+  const fd = openSync(logFile, 'a')
+  const t0 = performance.now()
+  const child = spawn(cmd, args, { cwd: ROOT, detached: true, stdio: ['ignore', fd, fd] })
+  closeSync(fd)
+  const b = { name, child, pid: child.pid, port, exited: null, logFile, t0 }
+  track(child, true)
+  child.on('error', (err) => {
+    b.exited = `spawn failed: ${err.message}`
+  })
+  child.on('exit', (code, signal) => {
+    b.exited ??= `exited (${signal || `code ${code}`})`
+  })
+  return b
+}
+
+export function logTail(b, n = 400) {
+  try {
+    return readFileSync(b.logFile, 'utf8').slice(-n).trim()
+  } catch {
+    return ''
+  }
+}
+
+export async function stopBroker(b) {
+  if (b.exited) return
+  const gone = new Promise((r) => b.child.once('exit', r))
+  try {
+    process.kill(-b.pid, 'SIGTERM')
+  } catch {}
+  const t = setTimeout(() => {
+    try {
+      process.kill(-b.pid, 'SIGKILL')
+    } catch {}
+  }, 2000)
+  await gone
+  clearTimeout(t)
+}
+
+// One CONNECT/CONNACK round trip, retried while the port refuses, bounded by
+// timeoutMs. Resolves with performance.now() at CONNACK.
+export function probe(b, timeoutMs = START_TIMEOUT_MS) {
+  const deadline = performance.now() + timeoutMs
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      if (b.exited) return reject(new Error(`${b.name} ${b.exited}: ${logTail(b)}`))
+      if (performance.now() > deadline) return reject(new Error(`${b.name} did not answer CONNECT within ${timeoutMs} ms`))
+      const sock = net.connect({ port: b.port, host: '127.0.0.1' })
+      sock.setNoDelay(true)
+      let done = false
+      const retry = () => {
+        if (done) return
+        done = true
+        sock.destroy()
+        setTimeout(attempt, 5)
+      }
+      sock.on('error', retry)
+      sock.on('close', retry)
+      sock.setTimeout(1000, retry)
+      sock.on(
+        'data',
+        m.splitter((buf, i) => {
+          if (done || buf[i] >> 4 !== m.CONNACK) return
+          done = true
+          const at = performance.now()
+          sock.end(m.DISCONNECT)
+          resolve(at)
+        }),
+      )
+      sock.write(m.connect(`probe${process.pid}`))
+    }
+    attempt()
+  })
+}
+
+function ppidOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+}
+
+function vmRssKb(pid) {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m ? Number(m[1]) : 0
+}
+
+// RSS of the broker and any helper processes it started (perch may run rules
+// or bridges out of process), in KB.
+export function treeRssKb(pid) {
+  const kids = new Map()
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const pp = ppidOf(d)
+      if (!kids.has(pp)) kids.set(pp, [])
+      kids.get(pp).push(Number(d))
+    } catch {}
+  }
+  let total = 0
+  const todo = [pid]
+  while (todo.length) {
+    const p = todo.pop()
+    try {
+      total += vmRssKb(p)
+    } catch {}
+    todo.push(...(kids.get(p) || []))
+  }
+  return total
+}
+
+export function perchAvailable() {
+  return existsSync(PERCH_BIN) ? null : 'bin/perch.js does not exist yet'
+}
+
+// The fd limit a broker can be given for the conns scenario: 65536 if this
+// shell may raise it, else the hard limit we already have.
+export function brokerFdLimit() {
+  if (spawnSync('sh', ['-c', 'ulimit -n 65536']).status === 0) return 65536
+  const r = spawnSync('sh', ['-c', 'ulimit -Hn'], { encoding: 'utf8' })
+  const n = Number(r.stdout.trim())
+  return Number.isFinite(n) ? n : 1024
+}

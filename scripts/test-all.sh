@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the test prerequisites (Debian packages, npm packages), builds, lints and runs
+# every test; the last line is "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto_pub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null || {
+    echo "apt-get install failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+npm ci --no-audit --no-fund || { echo "npm ci failed"; echo "0 passed, 1 failed"; exit 1; }
+
+failed_steps=0
+npm run build || failed_steps=$((failed_steps + 1))
+npm run typecheck || failed_steps=$((failed_steps + 1))
+npm run lint || failed_steps=$((failed_steps + 1))
+
+out=$(mktemp)
+npx tap --reporter=tap 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+# node-tap's TAP stream: count top-level test files' results.
+passed=$(grep -cE '^ok [0-9]+' "$out" || true)
+failed=$(grep -cE '^not ok [0-9]+' "$out" || true)
+rm -f "$out"
+failed=$((failed + failed_steps))
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { OpenHooks } from '../auth/open.js'
+import { StaticRuleHooks } from '../auth/static-rules.js'
+import type { Clock } from '../core/clock.js'
+import { DeadlineQueue } from '../core/deadlines.js'
+import { ConfigError, describeError } from '../core/errors.js'
+import type { Logger } from '../core/logger.js'
+import { Broker } from '../mqtt/broker/broker.js'
+import type { BrokerHooks } from '../mqtt/broker/hooks.js'
+import { SysPublisher } from '../mqtt/broker/sys.js'
+import { MemorySessionStore } from '../mqtt/session/memory-store.js'
+import type { ConnectionLimits, TransportServices } from '../mqtt/transport/context.js'
+import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
+import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
+import type { ListenerConfig, PerchConfig } from './config.js'
+
+export interface AppDeps {
+  readonly clock: Clock
+  readonly logger: Logger
+  readonly version: string
+}
+
+/**
+ * The composition root: builds every part from the config, starts them in order and stops
+ * them in reverse (stop accepting, tell clients, release timers).
+ */
+export class App {
+  readonly broker: Broker
+  readonly listeners: readonly RunningListener[]
+  readonly #connections: ConnectionSet
+  readonly #deadlines: DeadlineQueue
+  readonly #sys: SysPublisher | undefined
+  readonly #logger: Logger
+  #stopping: Promise<void> | undefined
+
+  private constructor(parts: {
+    broker: Broker
+    listeners: RunningListener[]
+    connections: ConnectionSet
+    deadlines: DeadlineQueue
+    sys: SysPublisher | undefined
+    logger: Logger
+  }) {
+    this.broker = parts.broker
+    this.listeners = parts.listeners
+    this.#connections = parts.connections
+    this.#deadlines = parts.deadlines
+    this.#sys = parts.sys
+    this.#logger = parts.logger
+  }
+
+  static async start(config: PerchConfig, deps: AppDeps): Promise<App> {
+    const { clock, logger } = deps
+    try {
+      mkdirSync(config.dataDir, { recursive: true, mode: 0o750 })
+    } catch (e) {
+      throw new ConfigError(`data directory ${config.dataDir}: ${describeError(e)}`)
+    }
+    const specs = config.listeners.map(listenerSpec)
+    const deadlines = new DeadlineQueue(clock)
+    const limits = connectionLimits(config)
+    const broker = new Broker({
+      hooks: buildHooks(config),
+      store: new MemorySessionStore(),
+      clock,
+      deadlines,
+      logger,
+      limits: {
+        maxInflight: config.limits.maxInflight,
+        maxQueuedMessages: config.limits.maxQueuedMessages,
+        maxQueuedBytes: config.limits.maxQueuedBytes,
+        maxSessionExpiry: config.limits.maxSessionExpiry,
+      },
+    })
+    const services: TransportServices = {
+      broker,
+      clock,
+      logger,
+      limits,
+      flusher: new ImmediateFlusher(),
+      newClientId: () => `perch-${randomBytes(9).toString('base64url')}`,
+    }
+    const connections = new ConnectionSet(services)
+    const listeners: RunningListener[] = []
+    try {
+      for (const spec of specs) listeners.push(await listen(spec, connections))
+    } catch (e) {
+      await Promise.all(listeners.map((l) => l.close()))
+      broker.dispose()
+      deadlines.dispose()
+      throw new ConfigError(`cannot listen: ${describeError(e)}`)
+    }
+    const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
+    sys?.start()
+    logger.info('perch.started', {
+      version: deps.version,
+      pid: process.pid,
+      dataDir: config.dataDir,
+      auth: broker.hooks.name,
+      listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
+    })
+    return new App({ broker, listeners, connections, deadlines, sys, logger })
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop()
+    return this.#stopping
+  }
+
+  async #stop(): Promise<void> {
+    this.#logger.info('perch.stopping', { clients: this.broker.liveCount })
+    const closing = this.listeners.map((l) => l.close())
+    this.#connections.shutdown()
+    await Promise.all(closing)
+    this.#sys?.dispose()
+    this.broker.dispose()
+    this.#deadlines.dispose()
+    this.#logger.info('perch.stopped', {})
+  }
+}
+
+function buildHooks(config: PerchConfig): BrokerHooks {
+  if (config.auth.mode === 'open') return new OpenHooks()
+  return new StaticRuleHooks({
+    allowAnonymous: config.auth.allowAnonymous,
+    defaultAction: config.auth.defaultAction,
+    rules: config.auth.rules.map((r) => ({ action: r.action, access: r.access, topic: r.topic, username: r.username })),
+  })
+}
+
+function connectionLimits(config: PerchConfig): ConnectionLimits {
+  const l = config.limits
+  return {
+    maxPacketSize: l.maxPacketSize,
+    connectTimeoutMs: l.connectTimeout * 1000,
+    maxKeepalive: l.maxKeepalive,
+    receiveMaximum: l.receiveMaximum,
+    topicAliasMaximum: l.topicAliasMaximum,
+    maxTopicLength: l.maxTopicLength,
+    maxTopicLevels: l.maxTopicLevels,
+    maxWriteBuffer: l.maxWriteBuffer,
+    slowConsumerPolicy: l.slowConsumerPolicy,
+    maxConnections: l.maxConnections,
+  }
+}
+
+function listenerSpec(l: ListenerConfig): ListenerSpec {
+  return {
+    name: l.name ?? `${l.kind}-${l.port}`,
+    kind: l.kind,
+    host: l.host ?? '127.0.0.1',
+    port: l.port,
+    path: l.path ?? '/mqtt',
+    tls:
+      l.kind === 'tls' && l.cert !== undefined && l.key !== undefined
+        ? {
+            cert: readPem(l.cert, 'cert'),
+            key: readPem(l.key, 'key'),
+            ca: l.ca === undefined ? undefined : readPem(l.ca, 'ca'),
+            requireClientCert: l.requireClientCert === true,
+          }
+        : undefined,
+  }
+}
+
+function readPem(path: string, what: string): Buffer {
+  try {
+    return readFileSync(path)
+  } catch (e) {
+    throw new ConfigError(`tls ${what} file ${path}: ${describeError(e)}`)
+  }
+}

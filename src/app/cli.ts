@@ -1,0 +1,202 @@
+import { readFileSync } from 'node:fs'
+import { parseArgs } from 'node:util'
+import { systemClock } from '../core/clock.js'
+import { ConfigError, describeError } from '../core/errors.js'
+import { createLogger } from '../core/logger.js'
+import { App } from './app.js'
+import { defaultConfig, type PerchConfig, resolveConfig } from './config.js'
+import { readVersion } from './version.js'
+
+export interface Io {
+  out(text: string): void
+  err(text: string): void
+  env: NodeJS.ProcessEnv
+}
+
+const MAIN_HELP = `perch: an edge-gateway MQTT broker
+
+Usage: perch <command> [options]
+
+Commands:
+  start                 run the broker (see perch start --help)
+  config defaults       print the embedded default configuration as JSON
+  config check FILE     validate a configuration file and print the effective result
+  help [command]        show help
+  version               print the version
+
+Options:
+  -h, --help            show help
+  -v, --version         print the version
+`
+
+const START_HELP = `Usage: perch start [options]
+
+Runs the broker with its embedded defaults, overlaid by a config file and flags.
+With no options it listens on 127.0.0.1:1883 in open mode (anonymous clients,
+no access control) and keeps its state under ./perch-data (or $STATE_DIRECTORY).
+
+Options:
+  --config FILE        JSON config file (see: perch config defaults)
+  --data-dir DIR       state directory (created if missing)
+  --host ADDR          address of the first TCP listener (default 127.0.0.1)
+  --port N             port of the first TCP listener (default 1883; 0 picks a free one)
+  --allow-anonymous    let clients connect without credentials; needed to serve
+                       open mode beyond this machine
+  --log-level LEVEL    debug, info, warn or error (default info)
+  -h, --help           show this help
+
+Signals: SIGTERM or SIGINT stop accepting, send MQTT 5 clients DISCONNECT 0x8B
+(server shutting down), flush and exit 0. Logs are JSON lines on stdout.
+`
+
+/** Parses argv and runs one command; returns the process exit code. */
+export async function runCli(argv: readonly string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv
+  const version = readVersion()
+  switch (command) {
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      io.out(rest[0] === 'start' ? START_HELP : MAIN_HELP)
+      return 0
+    case '-v':
+    case '--version':
+    case 'version':
+      io.out(`perch ${version}\n`)
+      return 0
+    case 'config':
+      return configCommand(rest, io)
+    case 'start':
+      return startCommand(rest, io, version)
+    default:
+      io.err(`perch: unknown command "${command}"\n\n${MAIN_HELP}`)
+      return 2
+  }
+}
+
+function configCommand(args: readonly string[], io: Io): number {
+  const [sub, file] = args
+  if (sub === 'defaults') {
+    io.out(`${JSON.stringify(defaultConfig(io.env), null, 2)}\n`)
+    return 0
+  }
+  if (sub === 'check' && file !== undefined) {
+    const loaded = loadConfigFile(file, defaultConfig(io.env))
+    if (loaded instanceof ConfigError) {
+      io.err(`perch: ${loaded.message}\n`)
+      return 1
+    }
+    io.out(`${JSON.stringify(loaded, null, 2)}\n`)
+    return 0
+  }
+  io.err('Usage: perch config defaults | perch config check FILE\n')
+  return 2
+}
+
+async function startCommand(args: readonly string[], io: Io, version: string): Promise<number> {
+  let values: ReturnType<typeof parseStart>
+  try {
+    values = parseStart(args)
+  } catch (e) {
+    io.err(`perch start: ${describeError(e)}\n\n${START_HELP}`)
+    return 2
+  }
+  if (values.help === true) {
+    io.out(START_HELP)
+    return 0
+  }
+  const config = buildConfig(values, io.env)
+  if (config instanceof ConfigError) {
+    io.err(`perch: ${config.message}\n`)
+    return 1
+  }
+  const clock = systemClock()
+  const logger = createLogger(config.log.level, (line) => io.out(line), () => clock.now())
+  let app: App
+  try {
+    app = await App.start(config, { clock, logger, version })
+  } catch (e) {
+    logger.error('perch.start-failed', { error: describeError(e) })
+    io.err(`perch: ${describeError(e)}\n`)
+    return 1
+  }
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      logger.info('perch.signal', { signal })
+      process.off('SIGTERM', onSignal)
+      process.off('SIGINT', onSignal)
+      app.stop().then(resolve, (e: unknown) => {
+        logger.error('perch.stop-failed', { error: describeError(e) })
+        resolve()
+      })
+    }
+    process.on('SIGTERM', onSignal)
+    process.on('SIGINT', onSignal)
+  })
+  return 0
+}
+
+function parseStart(args: readonly string[]) {
+  return parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: false,
+    options: {
+      config: { type: 'string' },
+      'data-dir': { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'allow-anonymous': { type: 'boolean' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  }).values
+}
+
+function buildConfig(values: ReturnType<typeof parseStart>, env: NodeJS.ProcessEnv): PerchConfig | ConfigError {
+  let base = defaultConfig(env)
+  if (values.config !== undefined) {
+    const loaded = loadConfigFile(values.config, base)
+    if (loaded instanceof ConfigError) return loaded
+    base = loaded
+  }
+  const overrides: Record<string, unknown> = {}
+  if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir']
+  if (values['log-level'] !== undefined) overrides.log = { level: values['log-level'] }
+  if (values['allow-anonymous'] === true) overrides.auth = { allowAnonymous: true }
+  if (values.host !== undefined || values.port !== undefined) {
+    const port = values.port === undefined ? undefined : Number(values.port)
+    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65_535)) {
+      return new ConfigError(`--port: "${values.port}" is not a port number (0-65535)`)
+    }
+    const listeners = [...base.listeners]
+    const i = listeners.findIndex((l) => l.kind === 'tcp')
+    const first = i >= 0 ? listeners[i] : undefined
+    const tcp = { ...(first ?? { name: 'mqtt', kind: 'tcp' as const, port: 1883 }) }
+    if (values.host !== undefined) tcp.host = values.host
+    if (port !== undefined) tcp.port = port
+    if (i >= 0) listeners[i] = tcp
+    else listeners.unshift(tcp)
+    overrides.listeners = listeners
+  }
+  const merged = resolveConfig(overrides, base, 'command line')
+  return merged.ok ? merged.value : merged.error
+}
+
+function loadConfigFile(path: string, base: PerchConfig): PerchConfig | ConfigError {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (e) {
+    return new ConfigError(`config file ${path}: ${describeError(e)}`)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (e) {
+    return new ConfigError(`config file ${path}: not valid JSON: ${describeError(e)}`)
+  }
+  const resolved = resolveConfig(parsed, base, `config file ${path}`)
+  return resolved.ok ? resolved.value : resolved.error
+}

@@ -1,0 +1,197 @@
+import { ConfigError } from '../core/errors.js'
+import { err, ok, type Result } from '../core/result.js'
+import { compileSchema, type JsonSchema } from '../core/schema.js'
+
+export interface ListenerConfig {
+  name?: string
+  kind: 'tcp' | 'tls' | 'ws'
+  host?: string
+  port: number
+  /** For tls: PEM file paths. */
+  cert?: string
+  key?: string
+  ca?: string
+  requireClientCert?: boolean
+  /** For ws: the HTTP path of the WebSocket endpoint. */
+  path?: string
+}
+
+export interface RuleConfig {
+  action: 'allow' | 'deny'
+  access: 'publish' | 'subscribe' | 'both'
+  topic: string
+  username?: string
+}
+
+export interface PerchConfig {
+  dataDir: string
+  log: { level: 'debug' | 'info' | 'warn' | 'error' }
+  listeners: ListenerConfig[]
+  auth: {
+    mode: 'open' | 'static'
+    allowAnonymous: boolean
+    defaultAction: 'allow' | 'deny'
+    rules: RuleConfig[]
+  }
+  limits: {
+    maxConnections: number
+    maxPacketSize: number
+    connectTimeout: number
+    maxKeepalive: number
+    maxInflight: number
+    receiveMaximum: number
+    maxQueuedMessages: number
+    maxQueuedBytes: number
+    maxTopicLength: number
+    maxTopicLevels: number
+    topicAliasMaximum: number
+    maxWriteBuffer: number
+    slowConsumerPolicy: 'drop' | 'disconnect'
+    maxSessionExpiry: number
+  }
+  sys: { interval: number }
+}
+
+/** Every default perch runs with, in one place; `perch config defaults` prints it. */
+export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
+  return {
+    dataDir: env.STATE_DIRECTORY ?? env.PERCH_DATA_DIR ?? './perch-data',
+    log: { level: 'info' },
+    listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 1883 }],
+    auth: { mode: 'open', allowAnonymous: false, defaultAction: 'allow', rules: [] },
+    limits: {
+      maxConnections: 10_000,
+      maxPacketSize: 1_048_576,
+      connectTimeout: 10,
+      maxKeepalive: 65_535,
+      maxInflight: 32,
+      receiveMaximum: 100,
+      maxQueuedMessages: 1000,
+      maxQueuedBytes: 16 * 1_048_576,
+      maxTopicLength: 1024,
+      maxTopicLevels: 32,
+      topicAliasMaximum: 16,
+      maxWriteBuffer: 4 * 1_048_576,
+      slowConsumerPolicy: 'drop',
+      maxSessionExpiry: 7 * 24 * 3600,
+    },
+    sys: { interval: 10 },
+  }
+}
+
+const int = (minimum: number, maximum: number): JsonSchema => ({ type: 'integer', minimum, maximum })
+
+const listenerSchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['kind', 'port'],
+  properties: {
+    name: { type: 'string', minLength: 1 },
+    kind: { enum: ['tcp', 'tls', 'ws'] },
+    host: { type: 'string', minLength: 1 },
+    port: int(0, 65_535),
+    cert: { type: 'string', minLength: 1 },
+    key: { type: 'string', minLength: 1 },
+    ca: { type: 'string', minLength: 1 },
+    requireClientCert: { type: 'boolean' },
+    path: { type: 'string', pattern: '^/' },
+  },
+}
+
+const schema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    dataDir: { type: 'string', minLength: 1 },
+    log: { type: 'object', additionalProperties: false, properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } },
+    listeners: { type: 'array', minItems: 1, items: listenerSchema },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        mode: { enum: ['open', 'static'] },
+        allowAnonymous: { type: 'boolean' },
+        defaultAction: { enum: ['allow', 'deny'] },
+        rules: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['action', 'access', 'topic'],
+            properties: {
+              action: { enum: ['allow', 'deny'] },
+              access: { enum: ['publish', 'subscribe', 'both'] },
+              topic: { type: 'string', minLength: 1 },
+              username: { type: 'string' },
+            },
+          },
+        },
+      },
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxConnections: int(1, 1_000_000),
+        maxPacketSize: int(64, 268_435_455),
+        connectTimeout: int(1, 3600),
+        maxKeepalive: int(0, 65_535),
+        maxInflight: int(1, 65_535),
+        receiveMaximum: int(1, 65_535),
+        maxQueuedMessages: int(0, 10_000_000),
+        maxQueuedBytes: int(0, 4_294_967_295),
+        maxTopicLength: int(1, 65_535),
+        maxTopicLevels: int(1, 1024),
+        topicAliasMaximum: int(0, 65_535),
+        maxWriteBuffer: int(1024, 1_073_741_824),
+        slowConsumerPolicy: { enum: ['drop', 'disconnect'] },
+        maxSessionExpiry: int(0, 4_294_967_295),
+      },
+    },
+    sys: { type: 'object', additionalProperties: false, properties: { interval: int(0, 86_400) } },
+  },
+}
+
+const validate = compileSchema<Partial<PerchConfig>>(schema)
+
+/** Validates a parsed config file and lays it over the defaults; errors name the key. */
+export function resolveConfig(input: unknown, base: PerchConfig, source: string): Result<PerchConfig, ConfigError> {
+  const checked = validate(input)
+  if (!checked.ok) return err(new ConfigError(`${source}: ${checked.error.join('; ')}`))
+  const c = checked.value
+  const config: PerchConfig = {
+    dataDir: c.dataDir ?? base.dataDir,
+    log: { ...base.log, ...c.log },
+    listeners: c.listeners ?? base.listeners,
+    auth: { ...base.auth, ...c.auth },
+    limits: { ...base.limits, ...c.limits },
+    sys: { ...base.sys, ...c.sys },
+  }
+  const problem = crossCheck(config)
+  return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))
+}
+
+function crossCheck(c: PerchConfig): string | null {
+  const names = new Set<string>()
+  for (const [i, l] of c.listeners.entries()) {
+    const name = l.name ?? `${l.kind}-${l.port}`
+    if (names.has(name)) return `listeners.${i}.name: "${name}" is used twice`
+    names.add(name)
+    if (l.kind === 'tls' && (l.cert === undefined || l.key === undefined)) return `listeners.${i}: a tls listener needs "cert" and "key"`
+    if (l.kind !== 'tls' && (l.cert !== undefined || l.key !== undefined || l.ca !== undefined)) {
+      return `listeners.${i}: "cert", "key" and "ca" apply only to tls listeners`
+    }
+    if (l.requireClientCert === true && l.ca === undefined) return `listeners.${i}: requireClientCert needs "ca"`
+  }
+  if (c.auth.mode === 'open' && !c.auth.allowAnonymous) {
+    const exposed = c.listeners.find((l) => !isLoopback(l.host ?? '127.0.0.1'))
+    if (exposed !== undefined) {
+      return `listener on ${exposed.host ?? ''}:${exposed.port} would serve anonymous clients beyond this machine in open mode: bind it to 127.0.0.1 or allow anonymous clients (--allow-anonymous or auth.allowAnonymous)`
+    }
+  }
+  return null
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.')
+}

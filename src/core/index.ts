@@ -1,0 +1,8 @@
+export { type Clock, FakeClock, systemClock, type TimerHandle } from './clock.js'
+export { type DeadlineHandle, DeadlineQueue } from './deadlines.js'
+export { ConfigError, describeError, PerchError, ProtocolError } from './errors.js'
+export { createLogger, isLogLevel, type LogFields, type Logger, type LogLevel, silentLogger } from './logger.js'
+export { type Err, err, type Ok, ok, type Result } from './result.js'
+export { RingQueue } from './ring-queue.js'
+export { compileSchema, type JsonSchema, type Validator } from './schema.js'
+export { type Disposable, Scope } from './scope.js'

@@ -1,0 +1,30 @@
+import type { Disposable } from '../../core/scope.js'
+import type { ClientInfo } from './hooks.js'
+
+/** Broker events, for logs, $SYS and (later) rules that subscribe to them. */
+export type BrokerEvent =
+  | { readonly type: 'client.connected'; readonly client: ClientInfo; readonly sessionPresent: boolean }
+  | { readonly type: 'client.disconnected'; readonly client: ClientInfo; readonly reason: string }
+  | { readonly type: 'client.subscribed'; readonly client: ClientInfo; readonly filter: string; readonly qos: number }
+  | { readonly type: 'client.unsubscribed'; readonly client: ClientInfo; readonly filter: string }
+  | { readonly type: 'session.expired'; readonly clientId: string }
+  | { readonly type: 'message.dropped'; readonly clientId: string; readonly topic: string; readonly reason: string }
+
+export type BrokerEventListener = (event: BrokerEvent) => void
+
+export class BrokerEvents {
+  readonly #listeners = new Set<BrokerEventListener>()
+
+  on(listener: BrokerEventListener): Disposable {
+    this.#listeners.add(listener)
+    return { dispose: () => this.#listeners.delete(listener) }
+  }
+
+  emit(event: BrokerEvent): void {
+    for (const l of this.#listeners) l(event)
+  }
+
+  get active(): boolean {
+    return this.#listeners.size > 0
+  }
+}

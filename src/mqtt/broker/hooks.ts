@@ -1,0 +1,49 @@
+import type { ProtocolVersion } from '../protocol/packets.js'
+
+/** Who is on the other end of a connection, as authentication established it. */
+export interface ClientInfo {
+  readonly clientId: string
+  readonly username: string | undefined
+  /** The account the client acts for; undefined in open mode. */
+  readonly account: string | undefined
+  readonly admin: boolean
+  readonly remoteAddress: string
+  readonly protocolVersion: ProtocolVersion
+  readonly listener: string
+}
+
+export interface ConnectRequest {
+  readonly clientId: string
+  readonly username: string | undefined
+  readonly password: Buffer | undefined
+  readonly remoteAddress: string
+  readonly protocolVersion: ProtocolVersion
+  readonly listener: string
+  /** Subject CN of a verified TLS client certificate. */
+  readonly certificateCommonName: string | undefined
+}
+
+export interface Identity {
+  readonly username: string | undefined
+  readonly account: string | undefined
+  readonly admin: boolean
+}
+
+export type AuthResult =
+  | { readonly ok: true; readonly identity: Identity }
+  | { readonly ok: false; readonly reasonCode: number; readonly reason: string }
+
+/**
+ * 'filtered': the filter is accepted but only topics `canRead` allows are delivered through
+ * it (a broad filter such as `#` for a client with narrower rights).
+ */
+export type SubscribeDecision = 'allow' | 'filtered' | 'deny'
+
+/** The typed routing pipeline every access decision goes through. */
+export interface BrokerHooks {
+  readonly name: string
+  authenticate(req: ConnectRequest): AuthResult | Promise<AuthResult>
+  authorizePublish(client: ClientInfo, topic: string): boolean
+  authorizeSubscribe(client: ClientInfo, filter: string): SubscribeDecision
+  canRead(client: ClientInfo, topic: string): boolean
+}

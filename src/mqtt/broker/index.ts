@@ -1,0 +1,6 @@
+export { Broker, type BrokerDeps, type BrokerLimits, type ClientLink, type CloseRequest, type OpenRequest, type Will } from './broker.js'
+export { type BrokerEvent, type BrokerEventListener, BrokerEvents } from './events.js'
+export type { AuthResult, BrokerHooks, ClientInfo, ConnectRequest, Identity, SubscribeDecision } from './hooks.js'
+export { type DirectEntry, Router, type SharedEntry } from './router.js'
+export { BrokerStats } from './stats.js'
+export { SysPublisher } from './sys.js'

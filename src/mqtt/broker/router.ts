@@ -1,0 +1,160 @@
+import type { Delivery, Message, QoS } from '../session/message.js'
+import type { Session, SubscriptionOptions } from '../session/session.js'
+import { RetainedTree } from '../topic/retained.js'
+import { SubscriptionTrie } from '../topic/trie.js'
+import type { BrokerHooks, ClientInfo } from './hooks.js'
+
+/** One session's subscription to one filter. */
+export interface DirectEntry {
+  readonly kind: 'direct'
+  readonly session: Session
+  readonly options: SubscriptionOptions
+  /** Set when only topics the reader may read are to be delivered through this filter. */
+  readonly reader: ClientInfo | undefined
+}
+
+/** A `$share/group/filter` group: each message goes to one member, round-robin [MQTT-4.8.2]. */
+export interface SharedEntry {
+  readonly kind: 'shared'
+  readonly members: DirectEntry[]
+  next: number
+}
+
+type Entry = DirectEntry | SharedEntry
+
+interface Target {
+  session: Session
+  qos: QoS
+  retain: boolean
+  ids: number[] | undefined
+}
+
+export interface RouteResult {
+  matched: number
+}
+
+/**
+ * Matches a message against all subscriptions, folds overlapping subscriptions of one
+ * session into a single delivery with the highest QoS and every subscription identifier
+ * [MQTT-3.3.4-2], [MQTT-3.3.4-5], and hands each session its Delivery. Synchronous.
+ */
+export class Router {
+  readonly #trie = new SubscriptionTrie<Entry>()
+  readonly retained = new RetainedTree<Message>()
+  readonly #hooks: BrokerHooks
+  readonly #targets = new Map<Session, Target>()
+  readonly #shared: DirectEntry[] = []
+  #message: Message | undefined
+  readonly #visit = (entry: Entry): void => this.#collect(entry)
+
+  constructor(hooks: BrokerHooks) {
+    this.#hooks = hooks
+  }
+
+  get subscriptionCount(): number {
+    return this.#trie.size
+  }
+
+  route(message: Message, onDeliver: (session: Session, d: Delivery) => void): number {
+    this.#message = message
+    this.#trie.match(message.topic, this.#visit)
+    let matched = 0
+    for (const t of this.#targets.values()) {
+      matched++
+      onDeliver(t.session, { message, qos: t.qos, retain: t.retain, subscriptionIds: t.ids })
+    }
+    for (const e of this.#shared) {
+      matched++
+      onDeliver(e.session, this.#deliveryFor(e, message))
+    }
+    this.#targets.clear()
+    this.#shared.length = 0
+    this.#message = undefined
+    return matched
+  }
+
+  add(filter: string, group: string | undefined, entry: DirectEntry): boolean {
+    const clientId = entry.session.clientId
+    if (group === undefined) return this.#trie.add(filter, clientId, entry)
+    const key = `$share/${group}`
+    const existing = this.#trie.get(filter, key)
+    if (existing === undefined || existing.kind !== 'shared') {
+      this.#trie.add(filter, key, { kind: 'shared', members: [entry], next: 0 })
+      return true
+    }
+    const i = existing.members.findIndex((m) => m.session.clientId === clientId)
+    if (i >= 0) {
+      existing.members[i] = entry
+      return false
+    }
+    existing.members.push(entry)
+    return true
+  }
+
+  remove(filter: string, group: string | undefined, clientId: string): boolean {
+    if (group === undefined) return this.#trie.remove(filter, clientId) !== undefined
+    const key = `$share/${group}`
+    const existing = this.#trie.get(filter, key)
+    if (existing === undefined || existing.kind !== 'shared') return false
+    const i = existing.members.findIndex((m) => m.session.clientId === clientId)
+    if (i < 0) return false
+    existing.members.splice(i, 1)
+    if (existing.members.length === 0) this.#trie.remove(filter, key)
+    return true
+  }
+
+  #collect(entry: Entry): void {
+    const message = this.#message
+    if (message === undefined) return
+    if (entry.kind === 'shared') {
+      const member = this.#pickMember(entry, message)
+      if (member !== undefined) this.#shared.push(member)
+      return
+    }
+    if (entry.options.noLocal && entry.session.clientId === message.origin) return
+    if (entry.reader !== undefined && !this.#hooks.canRead(entry.reader, message.topic)) return
+    const qos = Math.min(entry.options.qos, message.qos) as QoS
+    const retain = entry.options.retainAsPublished && message.retain
+    const id = entry.options.subscriptionId
+    const t = this.#targets.get(entry.session)
+    if (t === undefined) {
+      this.#targets.set(entry.session, { session: entry.session, qos, retain, ids: id === undefined ? undefined : [id] })
+      return
+    }
+    if (qos > t.qos) t.qos = qos
+    if (retain) t.retain = true
+    if (id !== undefined) {
+      if (t.ids === undefined) t.ids = [id]
+      else t.ids.push(id)
+    }
+  }
+
+  /** Prefers connected members, so a message is not parked with an offline one. */
+  #pickMember(group: SharedEntry, message: Message): DirectEntry | undefined {
+    const n = group.members.length
+    let fallback: DirectEntry | undefined
+    for (let i = 0; i < n; i++) {
+      const idx = (group.next + i) % n
+      const m = group.members[idx]
+      if (m === undefined) continue
+      if (m.reader !== undefined && !this.#hooks.canRead(m.reader, message.topic)) continue
+      if (m.session.connected) {
+        group.next = (idx + 1) % n
+        return m
+      }
+      fallback ??= m
+    }
+    if (fallback !== undefined) group.next = (group.next + 1) % n
+    return fallback
+  }
+
+  #deliveryFor(e: DirectEntry, message: Message): Delivery {
+    const id = e.options.subscriptionId
+    return {
+      message,
+      qos: Math.min(e.options.qos, message.qos) as QoS,
+      retain: e.options.retainAsPublished && message.retain,
+      subscriptionIds: id === undefined ? undefined : [id],
+    }
+  }
+}

@@ -1,0 +1,87 @@
+import type { Clock, TimerHandle } from '../../core/clock.js'
+import type { Disposable } from '../../core/scope.js'
+import { createMessage } from '../session/message.js'
+import type { Broker } from './broker.js'
+
+/** Publishes broker statistics as retained `$SYS/broker/...` messages every interval. */
+export class SysPublisher implements Disposable {
+  readonly #broker: Broker
+  readonly #clock: Clock
+  readonly #intervalMs: number
+  readonly #version: string
+  #timer: TimerHandle | undefined
+
+  constructor(broker: Broker, clock: Clock, intervalMs: number, version: string) {
+    this.#broker = broker
+    this.#clock = clock
+    this.#intervalMs = intervalMs
+    this.#version = version
+  }
+
+  start(): void {
+    this.publishNow()
+    this.#schedule()
+  }
+
+  publishNow(): void {
+    for (const [topic, value] of this.snapshot()) {
+      this.#broker.publish(
+        createMessage({
+          topic: `$SYS/broker/${topic}`,
+          payload: Buffer.from(value),
+          qos: 0,
+          retain: true,
+          properties: undefined,
+          expiresAt: undefined,
+          origin: '$SYS',
+        }),
+        false,
+      )
+    }
+  }
+
+  snapshot(): [string, string][] {
+    const b = this.#broker
+    const s = b.stats
+    return [
+      ['version', `perch ${this.#version}`],
+      ['uptime', `${Math.floor((this.#clock.now() - s.startedAt) / 1000)} seconds`],
+      ['clients/connected', String(b.liveCount)],
+      ['clients/total', String(b.sessions.size)],
+      ['clients/disconnected', String(b.sessions.size - b.liveCount)],
+      ['clients/maximum', String(s.connectionsMax)],
+      ['connections/total', String(s.connectionsTotal)],
+      ['messages/received', String(s.messagesReceived)],
+      ['messages/sent', String(s.messagesSent)],
+      ['bytes/received', String(s.bytesReceived)],
+      ['bytes/sent', String(s.bytesSent)],
+      ['subscriptions/count', String(b.router.subscriptionCount)],
+      ['retained messages/count', String(b.router.retained.size)],
+      ['messages/dropped', String(s.dropped)],
+      ['messages/dropped/queue-full', String(s.droppedQueueFull)],
+      ['messages/dropped/slow-consumer', String(s.droppedSlowConsumer)],
+      ['messages/dropped/expired', String(s.droppedExpired)],
+      ['publish/denied', String(s.publishDenied)],
+      ['subscribe/denied', String(s.subscribeDenied)],
+      ['connections/refused/max-connections', String(s.refusedMaxConnections)],
+      ['connections/refused/auth', String(s.refusedAuth)],
+      ['connections/connect-timeout', String(s.connectTimeouts)],
+      ['connections/keepalive-timeout', String(s.keepaliveTimeouts)],
+      ['connections/slow-consumer', String(s.slowConsumerDisconnects)],
+      ['packets/too-large', String(s.packetsTooLarge)],
+      ['packets/protocol-errors', String(s.protocolErrors)],
+    ]
+  }
+
+  dispose(): void {
+    this.#timer?.cancel()
+    this.#timer = undefined
+  }
+
+  #schedule(): void {
+    this.#timer = this.#clock.setTimer(this.#intervalMs, () => {
+      this.publishNow()
+      this.#schedule()
+    })
+  }
+}

@@ -1,0 +1,161 @@
+import { isUtf8 } from 'node:buffer'
+import mqttPacket from 'mqtt-packet'
+import { ProtocolError } from '../../core/errors.js'
+import type { Packet } from './packets.js'
+import { RC } from './reason-codes.js'
+
+export interface DecoderEvents {
+  onPacket(packet: Packet): void
+  onError(error: ProtocolError): void
+}
+
+const TYPE_PUBLISH = 3
+const TYPE_SUBSCRIBE = 8
+const TYPE_UNSUBSCRIBE = 10
+
+/**
+ * Frames the byte stream before mqtt-packet sees it, so an oversized packet is refused
+ * from its fixed header without being buffered [MQTT-3.2.2-15], and so topic bytes can be
+ * checked for well-formed UTF-8, which mqtt-packet silently replaces [MQTT-1.5.3-1].
+ * One decoder per connection: mqtt-packet's parser adopts the CONNECT's protocol version.
+ */
+export class PacketDecoder {
+  readonly #parser: ReturnType<typeof mqttPacket.parser>
+  readonly #events: DecoderEvents
+  #maxPacketSize: number
+  #pending: Buffer[] = []
+  #pendingBytes = 0
+  #need = 0
+  #failed = false
+  #version = 4
+
+  constructor(maxPacketSize: number, events: DecoderEvents) {
+    this.#maxPacketSize = maxPacketSize
+    this.#events = events
+    this.#parser = mqttPacket.parser()
+    this.#parser.on('packet', (p: Packet) => {
+      if (this.#failed) return
+      if (p.cmd === 'connect' && p.protocolVersion !== undefined) this.#version = p.protocolVersion
+      events.onPacket(p)
+    })
+    this.#parser.on('error', (e: unknown) => this.#fail(mapParserError(e)))
+  }
+
+  /** Stops decoding: nothing more is emitted after a close or an error. */
+  stop(): void {
+    this.#failed = true
+    this.#pending = []
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#failed) return
+    let buf = chunk
+    if (this.#pendingBytes > 0) {
+      this.#pending.push(chunk)
+      this.#pendingBytes += chunk.length
+      if (this.#pendingBytes < this.#need) return
+      buf = Buffer.concat(this.#pending, this.#pendingBytes)
+      this.#pending = []
+      this.#pendingBytes = 0
+    }
+    let offset = 0
+    while (offset < buf.length) {
+      const size = this.#frameSize(buf, offset)
+      if (size < 0) return
+      if (size === 0 || offset + size > buf.length) break
+      if (!this.#checkStrings(buf, offset, size)) return
+      offset += size
+    }
+    if (offset > 0) this.#parser.parse(offset === buf.length ? buf : buf.subarray(0, offset))
+    if (offset < buf.length && !this.#failed) {
+      const rest = buf.subarray(offset)
+      this.#pending = [rest]
+      this.#pendingBytes = rest.length
+      const known = this.#frameSize(rest, 0)
+      this.#need = known > 0 ? known : rest.length + 1
+    }
+  }
+
+  /** Size of the frame at `offset`: 0 when its header is incomplete, -1 after an error. */
+  #frameSize(buf: Buffer, offset: number): number {
+    let remaining = 0
+    let mul = 1
+    for (let i = 1; i <= 4; i++) {
+      const pos = offset + i
+      if (pos >= buf.length) return 0
+      const byte = buf[pos] ?? 0
+      remaining += (byte & 0x7f) * mul
+      if ((byte & 0x80) === 0) {
+        const size = 1 + i + remaining
+        if (size > this.#maxPacketSize) {
+          this.#fail(new ProtocolError(RC.PACKET_TOO_LARGE, `packet of ${size} bytes exceeds the maximum of ${this.#maxPacketSize}`))
+          return -1
+        }
+        return size
+      }
+      mul *= 128
+    }
+    this.#fail(new ProtocolError(RC.MALFORMED_PACKET, 'malformed remaining length'))
+    return -1
+  }
+
+  #checkStrings(buf: Buffer, offset: number, size: number): boolean {
+    const first = buf[offset] ?? 0
+    const type = first >> 4
+    if (type !== TYPE_PUBLISH && type !== TYPE_SUBSCRIBE && type !== TYPE_UNSUBSCRIBE) return true
+    let pos = offset + 1
+    while (((buf[pos] ?? 0) & 0x80) !== 0) pos++
+    pos++
+    const end = offset + size
+    if (type === TYPE_PUBLISH) return this.#checkString(buf, pos, end)
+    pos += 2
+    if (this.#version === 5) {
+      const props = readVarint(buf, pos)
+      if (props === undefined) return true
+      pos = props.next + props.value
+    }
+    while (pos + 2 <= end) {
+      if (!this.#checkString(buf, pos, end)) return false
+      pos += 2 + buf.readUInt16BE(pos) + (type === TYPE_SUBSCRIBE ? 1 : 0)
+    }
+    return true
+  }
+
+  #checkString(buf: Buffer, pos: number, end: number): boolean {
+    if (pos + 2 > end) return true
+    const len = buf.readUInt16BE(pos)
+    if (pos + 2 + len > end) return true
+    if (isUtf8(buf.subarray(pos + 2, pos + 2 + len))) return true
+    this.#fail(new ProtocolError(RC.MALFORMED_PACKET, 'topic is not valid UTF-8'))
+    return false
+  }
+
+  #fail(error: ProtocolError): void {
+    if (this.#failed) return
+    this.#failed = true
+    this.#pending = []
+    this.#events.onError(error)
+  }
+}
+
+function readVarint(buf: Buffer, pos: number): { value: number; next: number } | undefined {
+  let value = 0
+  let mul = 1
+  for (let i = 0; i < 4; i++) {
+    const byte = buf[pos + i]
+    if (byte === undefined) return undefined
+    value += (byte & 0x7f) * mul
+    if ((byte & 0x80) === 0) return { value, next: pos + i + 1 }
+    mul *= 128
+  }
+  return undefined
+}
+
+function mapParserError(e: unknown): ProtocolError {
+  const message = e instanceof Error ? e.message : String(e)
+  if (/protocol version|protocolId/i.test(message)) return new ProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION, message)
+  if (/reason code|QoS|flag|Not supported|Unknown property/i.test(message)) {
+    return new ProtocolError(RC.MALFORMED_PACKET, message)
+  }
+  return new ProtocolError(RC.MALFORMED_PACKET, message)
+}

@@ -1,0 +1,5 @@
+export { type DecoderEvents, PacketDecoder } from './decoder.js'
+export { encodePacket, encodePublish, type PublishFrame, withPacketId } from './encoder.js'
+export type * from './packets.js'
+export { connackCodeFor, RC, subackCodeFor, V4_CONNACK } from './reason-codes.js'
+export * from './validate.js'

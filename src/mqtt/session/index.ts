@@ -1,0 +1,13 @@
+export { MemorySessionStore } from './memory-store.js'
+export { createMessage, type Delivery, type Message, messageBytes, type QoS } from './message.js'
+export type { PacketSink, SessionStore } from './ports.js'
+export {
+  type DeliverOutcome,
+  type DropCounter,
+  NEVER_EXPIRES,
+  type OutFlight,
+  type OutState,
+  Session,
+  type SessionLimits,
+  type SubscriptionOptions,
+} from './session.js'

@@ -1,0 +1,74 @@
+import { encodePacket, encodePublish, withPacketId } from '../protocol/encoder.js'
+import type { ProtocolVersion, PublishPacket } from '../protocol/packets.js'
+import type { Delivery } from '../session/message.js'
+
+/**
+ * Serializes a delivery for one connection. Deliveries without per-subscriber parts share one
+ * template cached on the message, so a message fanned out to N subscribers is encoded once.
+ */
+export class PublishEncoder {
+  readonly #version: ProtocolVersion
+  readonly #aliases = new Map<string, number>()
+  #aliasMaximum = 0
+
+  constructor(version: ProtocolVersion) {
+    this.#version = version
+  }
+
+  /** The client's Topic Alias Maximum: perch assigns aliases up to it [MQTT-3.3.2-9]. */
+  setAliasMaximum(max: number): void {
+    this.#aliasMaximum = max
+  }
+
+  encode(d: Delivery, packetId: number, dup: boolean, now: number): Buffer {
+    const m = d.message
+    const v5 = this.#version === 5
+    const perSubscriber = v5 && (m.expiresAt !== undefined || d.subscriptionIds !== undefined || this.#aliasMaximum > 0)
+    if (!perSubscriber) {
+      const key = this.#version * 8 + d.qos * 2 + (d.retain ? 1 : 0)
+      let template = m.encoded?.get(key)
+      if (template === undefined) {
+        template =
+          v5 && m.properties !== undefined
+            ? encodePacket(this.#packet(d, 1, false, now, undefined), this.#version)
+            : encodePublish({ topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup: false, packetId: 0 }, this.#version)
+        m.encoded ??= new Map()
+        m.encoded.set(key, template)
+      }
+      return d.qos === 0 ? template : withPacketId(template, packetId, dup)
+    }
+    return encodePacket(this.#packet(d, packetId, dup, now, this.#alias(m.topic)), this.#version)
+  }
+
+  #alias(topic: string): { alias: number; known: boolean } | undefined {
+    if (this.#aliasMaximum === 0) return undefined
+    const known = this.#aliases.get(topic)
+    if (known !== undefined) return { alias: known, known: true }
+    if (this.#aliases.size >= this.#aliasMaximum) return undefined
+    const alias = this.#aliases.size + 1
+    this.#aliases.set(topic, alias)
+    return { alias, known: false }
+  }
+
+  #packet(d: Delivery, packetId: number, dup: boolean, now: number, alias: { alias: number; known: boolean } | undefined): PublishPacket {
+    const m = d.message
+    const properties: NonNullable<PublishPacket['properties']> = { ...m.properties }
+    if (m.expiresAt !== undefined) {
+      // The forwarded expiry is what remains of it [MQTT-3.3.2-6].
+      properties.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - now) / 1000))
+    }
+    if (d.subscriptionIds !== undefined) properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? (d.subscriptionIds[0] ?? 0) : [...d.subscriptionIds]
+    if (alias !== undefined) properties.topicAlias = alias.alias
+    const packet: PublishPacket = {
+      cmd: 'publish',
+      topic: alias?.known === true ? '' : m.topic,
+      payload: m.payload,
+      qos: d.qos,
+      retain: d.retain,
+      dup,
+      properties,
+    }
+    if (d.qos > 0) packet.messageId = packetId
+    return packet
+  }
+}
