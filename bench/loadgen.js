@@ -213,6 +213,7 @@ async function throughput(job) {
   const s0 = st.sent
   const c0 = process.cpuUsage()
   const t0 = performance.now()
+  process.send({ type: 'window' })
   st.measuring = true
   await new Promise((r) => setTimeout(r, windowMs))
   st.measuring = false

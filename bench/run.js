@@ -154,11 +154,16 @@ async function runThroughput(b, sc) {
   const [gen] = await forkGenerators(1)
   try {
     gen.send({ mode: 'throughput', port: b.port, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, ...sc.job })
-    const r = await nextMessage(gen, ['result'], 15000 + WARMUP_MS + WINDOW_MS + 10000, 'result')
+    // Broker CPU over the same window tells whether the broker was saturated.
+    await nextMessage(gen, ['window'], 15000 + WARMUP_MS + 5000, 'measurement window')
+    const cpu0 = br.cpuSeconds(b.pid)
+    const w0 = performance.now()
+    const r = await nextMessage(gen, ['result'], WINDOW_MS + 10000, 'result')
+    const brokerCpu = (br.cpuSeconds(b.pid) - cpu0) / ((performance.now() - w0) / 1000)
     const values = { recvPerSec: r.recvPerSec }
     if (sc.job.latency) Object.assign(values, { p50: r.p50, p99: r.p99, p999: r.p999 })
     const note = r.sentPerSec > r.recvPerSec * 1.05 && !sc.job.latency ? `sent ${k(r.sentPerSec)}/s` : null
-    return { values, cpu: r.cpu, note }
+    return { values, cpu: r.cpu, brokerCpu, note }
   } finally {
     killGenerators([gen])
   }
@@ -272,7 +277,10 @@ function report(opts, ctx, results) {
     }
   }
 
-  const detail = ['| scenario | broker | first metric, per rep | generator CPU (cores), per rep |', '| --- | --- | --- | --- |']
+  const detail = [
+    '| scenario | broker | first metric, per rep | generator CPU (cores), per rep | broker CPU (cores), per rep |',
+    '| --- | --- | --- | --- | --- |',
+  ]
   const notes = []
   for (const scName of opts.scenarios) {
     const [key, , , fmt] = SCENARIOS[scName].metrics[0]
@@ -280,8 +288,10 @@ function report(opts, ctx, results) {
       const reps = results[scName][b]
       if (reps.length === 0) continue
       const vals = reps.map((r) => (r.values ? fmt(r.values[key]) : 'failed')).join(', ')
-      const cpus = reps.map((r) => (typeof r.cpu === 'number' ? r.cpu.toFixed(2) : '-')).join(', ')
-      detail.push(`| ${scName} | ${LABEL[b]} | ${vals} | ${cpus} |`)
+      const cores = (x) => (typeof x === 'number' ? x.toFixed(2) : '-')
+      const cpus = reps.map((r) => cores(r.cpu)).join(', ')
+      const bcpus = reps.map((r) => cores(r.brokerCpu)).join(', ')
+      detail.push(`| ${scName} | ${LABEL[b]} | ${vals} | ${cpus} | ${bcpus} |`)
       reps.forEach((r, i) => {
         if (r.error) notes.push(`${scName}, ${LABEL[b]}, rep ${i + 1}: failed: ${r.error}`)
         else if (r.note) notes.push(`${scName}, ${LABEL[b]}, rep ${i + 1}: ${r.note}`)
@@ -365,7 +375,7 @@ async function main() {
           const r = await runOne(name, scName, ctx)
           results[scName][name].push(r)
           const [key, label, , fmt] = SCENARIOS[scName].metrics[0]
-          const cpu = r.cpu === null ? '' : ` (generator ${r.cpu.toFixed(2)} cores)`
+          const cpu = r.cpu === null ? '' : ` (generator ${r.cpu.toFixed(2)} cores${r.brokerCpu != null ? `, broker ${r.brokerCpu.toFixed(2)}` : ''})`
           console.error(`${tag}: ${fmt(r.values[key])} ${label}${cpu}${r.note ? `; ${r.note}` : ''}`)
         } catch (err) {
           if (name === 'perch' && err.startup) {
