@@ -73,6 +73,10 @@ export class App {
         maxSessionExpiry: config.limits.maxSessionExpiry,
       },
     })
+    broker.events.on((e) => {
+      if (e.type === 'client.disconnected') logger.info('client.disconnected', { clientId: e.client.clientId, reason: e.reason })
+      else if (e.type === 'session.expired') logger.info('session.expired', { clientId: e.clientId })
+    })
     const services: TransportServices = {
       broker,
       clock,

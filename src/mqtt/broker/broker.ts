@@ -55,6 +55,8 @@ export interface BrokerDeps {
   readonly limits: BrokerLimits
 }
 
+const DROP_LOG_INTERVAL_MS = 10_000
+
 interface LiveLink {
   readonly link: ClientLink
   readonly session: Session
@@ -75,6 +77,7 @@ export class Broker implements Disposable {
   readonly #expiries = new Map<string, DeadlineHandle>()
   readonly #wills = new Map<string, { handle: DeadlineHandle; fire: () => void }>()
   readonly #drops: DropCounter
+  #nextDropLog = 0
   readonly #deliver = (session: Session, d: Delivery): void => {
     session.deliver(d)
   }
@@ -263,9 +266,18 @@ export class Broker implements Disposable {
     this.sessions.delete(session.clientId)
   }
 
+  /** Counts every drop; logs at most one line per interval so a flood of drops cannot flood the log. */
   #countDrop(reason: DeliverOutcome, d: Delivery): void {
     if (reason === 'dropped-full') this.stats.droppedQueueFull++
     else if (reason === 'dropped-slow') this.stats.droppedSlowConsumer++
-    if (this.events.active) this.events.emit({ type: 'message.dropped', clientId: '', topic: d.message.topic, reason })
+    const now = this.#deps.clock.now()
+    if (now < this.#nextDropLog) return
+    this.#nextDropLog = now + DROP_LOG_INTERVAL_MS
+    this.#deps.logger.warn('message.dropped', {
+      reason,
+      topic: d.message.topic,
+      queueFull: this.stats.droppedQueueFull,
+      slowConsumer: this.stats.droppedSlowConsumer,
+    })
   }
 }

@@ -8,7 +8,6 @@ export type BrokerEvent =
   | { readonly type: 'client.subscribed'; readonly client: ClientInfo; readonly filter: string; readonly qos: number }
   | { readonly type: 'client.unsubscribed'; readonly client: ClientInfo; readonly filter: string }
   | { readonly type: 'session.expired'; readonly clientId: string }
-  | { readonly type: 'message.dropped'; readonly clientId: string; readonly topic: string; readonly reason: string }
 
 export type BrokerEventListener = (event: BrokerEvent) => void
 
