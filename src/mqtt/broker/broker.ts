@@ -2,7 +2,7 @@ import type { Clock } from '../../core/clock.js'
 import type { DeadlineHandle, DeadlineQueue } from '../../core/deadlines.js'
 import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
-import type { Delivery, Message } from '../session/message.js'
+import { createMessage, type Delivery, type Message } from '../session/message.js'
 import type { SessionStore } from '../session/ports.js'
 import { type DeliverOutcome, type DropCounter, NEVER_EXPIRES, Session, type SessionLimits, type SubscriptionOptions } from '../session/session.js'
 import { parseShared } from '../topic/validate.js'
@@ -237,7 +237,7 @@ export class Broker implements Disposable {
     this.stats.willsPublished++
     const m = will.message
     const expiresAt = will.expirySeconds === undefined ? undefined : this.#deps.clock.now() + will.expirySeconds * 1000
-    this.publish(expiresAt === undefined ? m : { ...m, expiresAt, encoded: undefined })
+    this.publish(expiresAt === undefined ? m : createMessage({ ...m, expiresAt }))
   }
 
   #expire(session: Session): void {

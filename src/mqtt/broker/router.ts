@@ -29,6 +29,9 @@ interface Target {
   ids: number[] | undefined
 }
 
+/** Topics whose matching entries are remembered; the cache is dropped on any subscription change. */
+const MATCH_CACHE_TOPICS = 4096
+
 export interface RouteResult {
   matched: number
 }
@@ -45,7 +48,12 @@ export class Router {
   readonly #targets = new Map<Session, Target>()
   readonly #shared: DirectEntry[] = []
   #message: Message | undefined
-  readonly #visit = (entry: Entry): void => this.#collect(entry)
+  /** IoT traffic repeats the same topics; remembering their matches skips the trie walk. */
+  readonly #matchCache = new Map<string, Entry[]>()
+  #matching: Entry[] = []
+  readonly #gather = (entry: Entry): void => {
+    this.#matching.push(entry)
+  }
 
   constructor(hooks: BrokerHooks) {
     this.#hooks = hooks
@@ -57,7 +65,10 @@ export class Router {
 
   route(message: Message, onDeliver: (session: Session, d: Delivery) => void): number {
     this.#message = message
-    this.#trie.match(message.topic, this.#visit)
+    const entries = this.#entriesFor(message.topic)
+    if (entries.length === 0) return 0
+    if (entries.length === 1 && entries[0]?.kind === 'direct') return this.#routeOne(entries[0], message, onDeliver)
+    for (const e of entries) this.#collect(e)
     let matched = 0
     for (const t of this.#targets.values()) {
       matched++
@@ -73,7 +84,28 @@ export class Router {
     return matched
   }
 
+  #entriesFor(topic: string): Entry[] {
+    const cached = this.#matchCache.get(topic)
+    if (cached !== undefined) return cached
+    this.#matching = []
+    this.#trie.match(topic, this.#gather)
+    const found = this.#matching
+    if (this.#matchCache.size >= MATCH_CACHE_TOPICS) this.#matchCache.clear()
+    this.#matchCache.set(topic, found)
+    return found
+  }
+
+  /** The common case, one plain subscription: no folding needed. */
+  #routeOne(e: DirectEntry, message: Message, onDeliver: (session: Session, d: Delivery) => void): number {
+    this.#message = undefined
+    if (e.options.noLocal && e.session.clientId === message.origin) return 0
+    if (e.reader !== undefined && !this.#hooks.canRead(e.reader, message.topic)) return 0
+    onDeliver(e.session, this.#deliveryFor(e, message))
+    return 1
+  }
+
   add(filter: string, group: string | undefined, entry: DirectEntry): boolean {
+    this.#matchCache.clear()
     const clientId = entry.session.clientId
     if (group === undefined) return this.#trie.add(filter, clientId, entry)
     const key = `$share/${group}`
@@ -92,6 +124,7 @@ export class Router {
   }
 
   remove(filter: string, group: string | undefined, clientId: string): boolean {
+    this.#matchCache.clear()
     if (group === undefined) return this.#trie.remove(filter, clientId) !== undefined
     const key = `$share/${group}`
     const existing = this.#trie.get(filter, key)

@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer'
 import mqttPacket from 'mqtt-packet'
 import { ProtocolError } from '../../core/errors.js'
-import type { Packet } from './packets.js'
+import type { Packet, PublishPacket } from './packets.js'
 import { RC } from './reason-codes.js'
 
 export interface DecoderEvents {
@@ -10,8 +10,13 @@ export interface DecoderEvents {
 }
 
 const TYPE_PUBLISH = 3
+const TYPE_PUBACK = 4
+const TYPE_PUBREL = 6
+const TYPE_PUBCOMP = 7
 const TYPE_SUBSCRIBE = 8
 const TYPE_UNSUBSCRIBE = 10
+const TYPE_PINGREQ = 12
+const ACK_NAMES = ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const
 
 /**
  * Frames the byte stream before mqtt-packet sees it, so an oversized packet is refused
@@ -59,14 +64,13 @@ export class PacketDecoder {
       this.#pendingBytes = 0
     }
     let offset = 0
-    while (offset < buf.length) {
+    while (offset < buf.length && !this.#failed) {
       const size = this.#frameSize(buf, offset)
       if (size < 0) return
       if (size === 0 || offset + size > buf.length) break
-      if (!this.#checkStrings(buf, offset, size)) return
+      this.#frame(buf, offset, size)
       offset += size
     }
-    if (offset > 0) this.#parser.parse(offset === buf.length ? buf : buf.subarray(0, offset))
     if (offset < buf.length && !this.#failed) {
       const rest = buf.subarray(offset)
       this.#pending = [rest]
@@ -74,6 +78,80 @@ export class PacketDecoder {
       const known = this.#frameSize(rest, 0)
       this.#need = known > 0 ? known : rest.length + 1
     }
+  }
+
+  /**
+   * PUBLISH and the acknowledgements are most of the traffic: they are decoded here directly;
+   * everything else (and v5 packets with properties) goes through mqtt-packet.
+   */
+  #frame(buf: Buffer, offset: number, size: number): void {
+    const first = buf[offset] ?? 0
+    const type = first >> 4
+    const flags = first & 0x0f
+    let pos = offset + 1
+    while (((buf[pos] ?? 0) & 0x80) !== 0) pos++
+    pos++
+    const end = offset + size
+    const remaining = end - pos
+    if (type === TYPE_PUBLISH) {
+      if (this.#publish(buf, first, pos, end)) return
+    } else if (type >= TYPE_PUBACK && type <= TYPE_PUBCOMP && remaining === 2) {
+      if (flags !== (type === TYPE_PUBREL ? 2 : 0)) return this.#fail(new ProtocolError(RC.MALFORMED_PACKET, `[MQTT-2.2.2-2] invalid flags on ${ACK_NAMES[type - TYPE_PUBACK]}`))
+      const cmd = ACK_NAMES[type - TYPE_PUBACK] ?? 'puback'
+      this.#events.onPacket({ cmd, messageId: buf.readUInt16BE(pos), length: 2 })
+      return
+    } else if (type === TYPE_PINGREQ && flags === 0 && remaining === 0) {
+      this.#events.onPacket({ cmd: 'pingreq' })
+      return
+    } else if ((type === TYPE_SUBSCRIBE || type === TYPE_UNSUBSCRIBE) && !this.#checkFilters(buf, type, pos, end)) {
+      return
+    }
+    this.#parser.parse(buf.subarray(offset, end))
+  }
+
+  /** Decodes a PUBLISH; false hands it to mqtt-packet (v5 with properties). */
+  #publish(buf: Buffer, first: number, start: number, end: number): boolean {
+    const qos = (first >> 1) & 3
+    if (qos === 3) {
+      this.#fail(new ProtocolError(RC.MALFORMED_PACKET, '[MQTT-3.3.1-4] PUBLISH with QoS 3'))
+      return true
+    }
+    let pos = start
+    if (pos + 2 > end) return this.#malformed('PUBLISH too short for its topic')
+    const topicLength = buf.readUInt16BE(pos)
+    pos += 2
+    if (pos + topicLength > end) return this.#malformed('PUBLISH topic runs past the packet')
+    const topicBytes = buf.subarray(pos, pos + topicLength)
+    if (!isUtf8(topicBytes)) return this.#malformed('[MQTT-1.5.3-1] topic is not valid UTF-8')
+    pos += topicLength
+    let messageId: number | undefined
+    if (qos > 0) {
+      if (pos + 2 > end) return this.#malformed('PUBLISH too short for its packet identifier')
+      messageId = buf.readUInt16BE(pos)
+      pos += 2
+    }
+    if (this.#version === 5) {
+      if (pos >= end) return this.#malformed('PUBLISH too short for its properties')
+      if (buf[pos] !== 0) return false
+      pos++
+    }
+    const packet: PublishPacket = {
+      cmd: 'publish',
+      retain: (first & 1) !== 0,
+      qos: qos as 0 | 1 | 2,
+      dup: (first & 8) !== 0,
+      topic: topicBytes.toString('utf8'),
+      payload: buf.subarray(pos, end),
+      length: end - start,
+    }
+    if (messageId !== undefined) packet.messageId = messageId
+    this.#events.onPacket(packet)
+    return true
+  }
+
+  #malformed(message: string): true {
+    this.#fail(new ProtocolError(RC.MALFORMED_PACKET, message))
+    return true
   }
 
   /** Size of the frame at `offset`: 0 when its header is incomplete, -1 after an error. */
@@ -99,16 +177,8 @@ export class PacketDecoder {
     return -1
   }
 
-  #checkStrings(buf: Buffer, offset: number, size: number): boolean {
-    const first = buf[offset] ?? 0
-    const type = first >> 4
-    if (type !== TYPE_PUBLISH && type !== TYPE_SUBSCRIBE && type !== TYPE_UNSUBSCRIBE) return true
-    let pos = offset + 1
-    while (((buf[pos] ?? 0) & 0x80) !== 0) pos++
-    pos++
-    const end = offset + size
-    if (type === TYPE_PUBLISH) return this.#checkString(buf, pos, end)
-    pos += 2
+  #checkFilters(buf: Buffer, type: number, start: number, end: number): boolean {
+    let pos = start + 2
     if (this.#version === 5) {
       const props = readVarint(buf, pos)
       if (props === undefined) return true
@@ -154,8 +224,5 @@ function readVarint(buf: Buffer, pos: number): { value: number; next: number } |
 function mapParserError(e: unknown): ProtocolError {
   const message = e instanceof Error ? e.message : String(e)
   if (/protocol version|protocolId/i.test(message)) return new ProtocolError(RC.UNSUPPORTED_PROTOCOL_VERSION, message)
-  if (/reason code|QoS|flag|Not supported|Unknown property/i.test(message)) {
-    return new ProtocolError(RC.MALFORMED_PACKET, message)
-  }
   return new ProtocolError(RC.MALFORMED_PACKET, message)
 }

@@ -16,11 +16,48 @@ export interface Message {
   readonly expiresAt: number | undefined
   /** Client id of the publisher, for no-local [MQTT-3.8.3-3]. */
   readonly origin: string
-  encoded: Map<number, Buffer> | undefined
+  /** The first serialized variant and its key; most messages only ever need one. */
+  encodedKey: number
+  encodedBytes: Buffer | undefined
+  /** Further variants, for subscribers with other protocol versions, QoS or retain flags. */
+  encodedMore: Map<number, Buffer> | undefined
 }
 
-export function createMessage(fields: Omit<Message, 'encoded'>): Message {
-  return { ...fields, encoded: undefined }
+export type MessageFields = Omit<Message, 'encodedKey' | 'encodedBytes' | 'encodedMore'>
+
+/**
+ * The payload is copied when the message may outlive the read buffer it was sliced from
+ * (queued or retained), so a small message never pins a whole 64 KB socket read in memory.
+ */
+export function createMessage(f: MessageFields): Message {
+  const p = f.payload
+  const payload = (f.qos > 0 || f.retain) && p.buffer.byteLength > 2 * p.length + 64 ? Buffer.from(p) : p
+  return {
+    topic: f.topic,
+    payload,
+    qos: f.qos,
+    retain: f.retain,
+    properties: f.properties,
+    expiresAt: f.expiresAt,
+    origin: f.origin,
+    encodedKey: -1,
+    encodedBytes: undefined,
+    encodedMore: undefined,
+  }
+}
+
+export function cachedEncoding(m: Message, key: number): Buffer | undefined {
+  return m.encodedKey === key ? m.encodedBytes : m.encodedMore?.get(key)
+}
+
+export function cacheEncoding(m: Message, key: number, bytes: Buffer): void {
+  if (m.encodedBytes === undefined) {
+    m.encodedKey = key
+    m.encodedBytes = bytes
+    return
+  }
+  m.encodedMore ??= new Map()
+  m.encodedMore.set(key, bytes)
 }
 
 /** How one message goes to one session: QoS and retain flag decided by its subscription. */

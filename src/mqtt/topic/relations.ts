@@ -21,7 +21,12 @@ export function filterCovers(outer: string, inner: string): boolean {
     const il = i[k]
     if (ol === '#') return true
     if (il === undefined) return false
-    if (il === '#') return false
+    if (il === '#') {
+      // Inner's '#' also matches its parent (k levels), which `+/#` in outer misses, unless no
+      // parent is a topic name: '#' has none, '/#' only '' [MQTT-4.7.3-1].
+      const noParent = k === 0 || (k === 1 && i[0] === '')
+      return noParent && ol === '+' && o[k + 1] === '#' && o.length === k + 2
+    }
     if (ol === '+') continue
     if (il === '+' || il !== ol) return false
   }
@@ -37,7 +42,12 @@ export function filtersOverlap(a: string, b: string): boolean {
   for (let k = 0; k < n; k++) {
     const xl = x[k]
     const yl = y[k]
-    if (xl === '#' || yl === '#') return true
+    if (xl === '#' || yl === '#') {
+      // Against a filter that ended here, '#' meets it only at its parent: k levels, and a
+      // single empty level ('/#' against '+') is no topic name [MQTT-4.7.3-1].
+      const ended = xl === undefined || yl === undefined
+      return !(ended && k === 1 && (x[0] === '' || y[0] === ''))
+    }
     if (xl === undefined || yl === undefined) return false
     if (xl === '+' || yl === '+') continue
     if (xl !== yl) return false

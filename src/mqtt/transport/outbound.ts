@@ -1,6 +1,6 @@
 import { encodePacket, encodePublish, withPacketId } from '../protocol/encoder.js'
 import type { ProtocolVersion, PublishPacket } from '../protocol/packets.js'
-import type { Delivery } from '../session/message.js'
+import { cacheEncoding, cachedEncoding, type Delivery } from '../session/message.js'
 
 /**
  * Serializes a delivery for one connection. Deliveries without per-subscriber parts share one
@@ -20,24 +20,23 @@ export class PublishEncoder {
     this.#aliasMaximum = max
   }
 
-  encode(d: Delivery, packetId: number, dup: boolean, now: number): Buffer {
+  encode(d: Delivery, packetId: number, dup: boolean, clock: { now(): number }): Buffer {
     const m = d.message
     const v5 = this.#version === 5
     const perSubscriber = v5 && (m.expiresAt !== undefined || d.subscriptionIds !== undefined || this.#aliasMaximum > 0)
     if (!perSubscriber) {
       const key = this.#version * 8 + d.qos * 2 + (d.retain ? 1 : 0)
-      let template = m.encoded?.get(key)
+      let template = cachedEncoding(m, key)
       if (template === undefined) {
         template =
           v5 && m.properties !== undefined
-            ? encodePacket(this.#packet(d, 1, false, now, undefined), this.#version)
+            ? encodePacket(this.#packet(d, 1, false, clock, undefined), this.#version)
             : encodePublish({ topic: m.topic, payload: m.payload, qos: d.qos, retain: d.retain, dup: false, packetId: 0 }, this.#version)
-        m.encoded ??= new Map()
-        m.encoded.set(key, template)
+        cacheEncoding(m, key, template)
       }
       return d.qos === 0 ? template : withPacketId(template, packetId, dup)
     }
-    return encodePacket(this.#packet(d, packetId, dup, now, this.#alias(m.topic)), this.#version)
+    return encodePacket(this.#packet(d, packetId, dup, clock, this.#alias(m.topic)), this.#version)
   }
 
   #alias(topic: string): { alias: number; known: boolean } | undefined {
@@ -50,12 +49,12 @@ export class PublishEncoder {
     return { alias, known: false }
   }
 
-  #packet(d: Delivery, packetId: number, dup: boolean, now: number, alias: { alias: number; known: boolean } | undefined): PublishPacket {
+  #packet(d: Delivery, packetId: number, dup: boolean, clock: { now(): number }, alias: { alias: number; known: boolean } | undefined): PublishPacket {
     const m = d.message
     const properties: NonNullable<PublishPacket['properties']> = { ...m.properties }
     if (m.expiresAt !== undefined) {
       // The forwarded expiry is what remains of it [MQTT-3.3.2-6].
-      properties.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - now) / 1000))
+      properties.messageExpiryInterval = Math.max(1, Math.ceil((m.expiresAt - clock.now()) / 1000))
     }
     if (d.subscriptionIds !== undefined) properties.subscriptionIdentifier = d.subscriptionIds.length === 1 ? (d.subscriptionIds[0] ?? 0) : [...d.subscriptionIds]
     if (alias !== undefined) properties.topicAlias = alias.alias

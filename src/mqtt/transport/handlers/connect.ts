@@ -84,7 +84,7 @@ function accept(c: Connection, p: ConnectPacket, client: ClientInfo, keepalive: 
           message: buildMessage(
             { topic: p.will.topic, payload: p.will.payload, qos: p.will.qos ?? 0, retain: p.will.retain ?? false, properties: p.will.properties },
             client.clientId,
-            clock.now(),
+            clock,
           ),
           delaySeconds: version === 5 ? (p.will.properties?.willDelayInterval ?? 0) : 0,
           expirySeconds: version === 5 ? p.will.properties?.messageExpiryInterval : undefined,

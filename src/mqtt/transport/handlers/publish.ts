@@ -15,7 +15,7 @@ interface PublishFields {
 }
 
 /** Builds the shared Message, keeping only the properties forwarded to subscribers [MQTT-3.3.2-4..20]. */
-export function buildMessage(f: PublishFields, origin: string, now: number): Message {
+export function buildMessage(f: PublishFields, origin: string, clock: { now(): number }): Message {
   const p = f.properties
   let properties: ForwardedProperties | undefined
   if (p !== undefined) {
@@ -34,7 +34,7 @@ export function buildMessage(f: PublishFields, origin: string, now: number): Mes
     qos: f.qos,
     retain: f.retain,
     properties,
-    expiresAt: expiry === undefined ? undefined : now + expiry * 1000,
+    expiresAt: expiry === undefined ? undefined : clock.now() + expiry * 1000,
     origin,
   })
 }
@@ -70,7 +70,7 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
   } else if (v5 && p.properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
     reasonCode = RC.PAYLOAD_FORMAT_INVALID
   } else {
-    const message = buildMessage({ topic, payload, qos: p.qos, retain: p.retain, properties: p.properties }, ctx.client.clientId, clock.now())
+    const message = buildMessage({ topic, payload, qos: p.qos, retain: p.retain, properties: p.properties }, ctx.client.clientId, clock)
     const matched = broker.publish(message)
     if (matched === 0 && v5) reasonCode = RC.NO_MATCHING_SUBSCRIBERS
   }
