@@ -25,9 +25,12 @@ npm run lint || failed_steps=$((failed_steps + 1))
 out=$(mktemp)
 npx tap --reporter=tap 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
-# node-tap's TAP stream: count top-level test files' results.
-passed=$(grep -cE '^ok [0-9]+' "$out" || true)
-failed=$(grep -cE '^not ok [0-9]+' "$out" || true)
+# node-tap's TAP stream: count the named tests (one level inside each file); a file that
+# failed without reporting a failing test (it did not load, or crashed) counts as one failure.
+passed=$(grep -cE '^    ok [0-9]+' "$out" || true)
+failed=$(grep -cE '^    not ok [0-9]+' "$out" || true)
+file_failures=$(grep -cE '^not ok [0-9]+' "$out" || true)
+if [ "$failed" -eq 0 ] && [ "$file_failures" -gt 0 ]; then failed=$file_failures; fi
 rm -f "$out"
 failed=$((failed + failed_steps))
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi

@@ -4,7 +4,8 @@ export class RingQueue<T> {
   #head = 0
   #length = 0
 
-  constructor(capacity = 8) {
+  /** Starts empty: most sessions never queue, and idle connections should cost little. */
+  constructor(capacity = 0) {
     this.#items = new Array(capacity)
   }
 
@@ -32,7 +33,7 @@ export class RingQueue<T> {
   }
 
   clear(): void {
-    this.#items = new Array(8)
+    this.#items = []
     this.#head = 0
     this.#length = 0
   }

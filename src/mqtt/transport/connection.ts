@@ -49,7 +49,7 @@ export class Connection implements PacketSink, ClientLink, PacketContext, Connec
   #outBytes = 0
   #scheduled = false
   #backlog: Packet[] = []
-  #inAliases = new Map<number, string>()
+  #inAliases: Map<number, string> | undefined
   #clientMaxPacketSize = Number.POSITIVE_INFINITY
   #keepaliveMs = 0
   #lastActivity: number
@@ -195,10 +195,11 @@ export class Connection implements PacketSink, ClientLink, PacketContext, Connec
       return undefined
     }
     if (topic.length > 0) {
+      this.#inAliases ??= new Map()
       this.#inAliases.set(alias, topic)
       return topic
     }
-    const known = this.#inAliases.get(alias)
+    const known = this.#inAliases?.get(alias)
     if (known === undefined) this.fail(RC.PROTOCOL_ERROR, `topic alias ${alias} used before it was set`)
     return known
   }
