@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import mqttPacket from 'mqtt-packet'
+import Parser from 'mqtt-packet/parser.js'
 import { ProtocolError } from '../../core/errors.js'
 import type { Packet, PublishPacket } from './packets.js'
 import { RC } from './reason-codes.js'
@@ -25,7 +25,6 @@ const ACK_NAMES = ['puback', 'pubrec', 'pubrel', 'pubcomp'] as const
  * One decoder per connection: mqtt-packet's parser adopts the CONNECT's protocol version.
  */
 export class PacketDecoder {
-  readonly #parser: ReturnType<typeof mqttPacket.parser>
   readonly #events: DecoderEvents
   #maxPacketSize: number
   #pending: Buffer[] = []
@@ -37,13 +36,6 @@ export class PacketDecoder {
   constructor(maxPacketSize: number, events: DecoderEvents) {
     this.#maxPacketSize = maxPacketSize
     this.#events = events
-    this.#parser = mqttPacket.parser()
-    this.#parser.on('packet', (p: Packet) => {
-      if (this.#failed) return
-      if (p.cmd === 'connect' && p.protocolVersion !== undefined) this.#version = p.protocolVersion
-      events.onPacket(p)
-    })
-    this.#parser.on('error', (e: unknown) => this.#fail(mapParserError(e)))
   }
 
   /** Stops decoding: nothing more is emitted after a close or an error. */
@@ -106,7 +98,22 @@ export class PacketDecoder {
     } else if ((type === TYPE_SUBSCRIBE || type === TYPE_UNSUBSCRIBE) && !this.#checkFilters(buf, type, pos, end)) {
       return
     }
-    this.#parser.parse(buf.subarray(offset, end))
+    this.#parse(buf.subarray(offset, end))
+  }
+
+  /**
+   * Rare packets go through a parser made for the one frame: an idle connection then holds
+   * no parser state at all, and a whole frame leaves no partial state behind.
+   */
+  #parse(frame: Buffer): void {
+    const parser = Parser.parser({ protocolVersion: this.#version })
+    parser.on('packet', (p: Packet) => {
+      if (this.#failed) return
+      if (p.cmd === 'connect' && p.protocolVersion !== undefined) this.#version = p.protocolVersion
+      this.#events.onPacket(p)
+    })
+    parser.on('error', (e: unknown) => this.#fail(mapParserError(e)))
+    parser.parse(frame)
   }
 
   /** Decodes a PUBLISH; false hands it to mqtt-packet (v5 with properties). */

@@ -1,8 +1,8 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import type { Server as HttpServer } from 'node:http'
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
-import { createWebSocketStream, WebSocketServer } from 'ws'
+import type { TLSSocket } from 'node:tls'
+import type { WebSocketServer } from 'ws'
 import { RC } from '../protocol/reason-codes.js'
 import { Connection, type ConnectionMeta } from './connection.js'
 import type { TransportServices } from './context.js'
@@ -72,6 +72,8 @@ export async function listen(spec: ListenerSpec, connections: ConnectionSet): Pr
   if (spec.kind === 'tcp') {
     server = createNetServer(onSocket)
   } else if (spec.kind === 'tls') {
+    // TLS and WebSocket modules load only when such a listener exists: a small board saves their memory.
+    const { createServer: createTlsServer } = await import('node:tls')
     const tls = spec.tls
     if (tls === undefined) throw new Error(`listener ${spec.name}: tls needs a certificate and key`)
     server = createTlsServer(
@@ -79,6 +81,8 @@ export async function listen(spec: ListenerSpec, connections: ConnectionSet): Pr
       (socket: TLSSocket) => onSocket(socket, socket.authorized ? commonName(socket) : undefined),
     )
   } else {
+    const { createServer: createHttpServer } = await import('node:http')
+    const { createWebSocketStream, WebSocketServer } = await import('ws')
     const http = createHttpServer((_req, res) => {
       res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket: connect with the "mqtt" subprotocol\n')
     })

@@ -133,7 +133,8 @@ function accept(c: Connection, p: ConnectPacket, client: ClientInfo, keepalive: 
 
 function connack(version: ProtocolVersion, sessionPresent: boolean, reasonCode: number, properties: ConnackProperties | undefined): ConnackPacket {
   const code = connackCodeFor(version, reasonCode)
-  const packet: ConnackPacket = { cmd: 'connack', sessionPresent: reasonCode === RC.SUCCESS && sessionPresent }
+  // MQTT 3.1 has no Session Present flag: its acknowledge-flags byte is reserved (as Mosquitto sends it).
+  const packet: ConnackPacket = { cmd: 'connack', sessionPresent: reasonCode === RC.SUCCESS && sessionPresent && version !== 3 }
   if (version === 5) {
     packet.reasonCode = code
     if (properties !== undefined) packet.properties = properties
