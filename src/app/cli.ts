@@ -13,6 +13,15 @@ export interface Io {
   env: NodeJS.ProcessEnv
 }
 
+const START_OPTIONS = `  --config FILE        JSON config file (see: perch config defaults)
+  --data-dir DIR       state directory (created if missing)
+  --host ADDR          address of the first TCP listener (default 127.0.0.1)
+  --port N             port of the first TCP listener (default 1883; 0 picks a free one)
+  --allow-anonymous    let clients connect without credentials; needed to serve
+                       open mode beyond this machine
+  --log-level LEVEL    debug, info, warn or error (default info)
+`
+
 const MAIN_HELP = `perch: an edge-gateway MQTT broker
 
 Usage: perch <command> [options]
@@ -27,7 +36,9 @@ Commands:
 Options:
   -h, --help            show help
   -v, --version         print the version
-`
+
+Start options:
+${START_OPTIONS}`
 
 const START_HELP = `Usage: perch start [options]
 
@@ -36,14 +47,7 @@ With no options it listens on 127.0.0.1:1883 in open mode (anonymous clients,
 no access control) and keeps its state under ./perch-data (or $STATE_DIRECTORY).
 
 Options:
-  --config FILE        JSON config file (see: perch config defaults)
-  --data-dir DIR       state directory (created if missing)
-  --host ADDR          address of the first TCP listener (default 127.0.0.1)
-  --port N             port of the first TCP listener (default 1883; 0 picks a free one)
-  --allow-anonymous    let clients connect without credentials; needed to serve
-                       open mode beyond this machine
-  --log-level LEVEL    debug, info, warn or error (default info)
-  -h, --help           show this help
+${START_OPTIONS}  -h, --help           show this help
 
 Signals: SIGTERM or SIGINT stop accepting, send MQTT 5 clients DISCONNECT 0x8B
 (server shutting down), flush and exit 0. Logs are JSON lines on stdout.
@@ -167,7 +171,8 @@ function buildConfig(values: ReturnType<typeof parseStart>, env: NodeJS.ProcessE
   if (values['allow-anonymous'] === true) overrides.auth = { allowAnonymous: true }
   if (values.host !== undefined || values.port !== undefined) {
     const port = values.port === undefined ? undefined : Number(values.port)
-    if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65_535)) {
+    // Digits only: Number() would also take '', ' 80', '1e3' and '0x50'.
+    if (port !== undefined && (!/^[0-9]{1,5}$/.test(values.port ?? '') || port > 65_535)) {
       return new ConfigError(`--port: "${values.port}" is not a port number (0-65535)`)
     }
     const listeners = [...base.listeners]

@@ -82,13 +82,15 @@ export class StaticRuleHooks implements BrokerHooks {
         out.push(r)
         continue
       }
-      const username = client.username ?? ''
-      if (UNSAFE_IN_LEVEL.test(username) || UNSAFE_IN_LEVEL.test(client.clientId)) {
-        // A name with '/', '+' or '#' would widen the rule: such clients get nothing from it.
-        out.push({ ...r, action: 'deny', topic: '#' })
+      const username = client.username
+      const unusable = (name: string | undefined): boolean => name === undefined || name === '' || UNSAFE_IN_LEVEL.test(name)
+      if ((r.topic.includes('{username}') && unusable(username)) || (r.topic.includes('{clientid}') && unusable(client.clientId))) {
+        // A name with '/', '+' or '#' would widen the rule, a missing one would leave its level
+        // empty: such a client gets nothing from an allow rule, and a deny rule denies it all.
+        if (r.action === 'deny') out.push({ ...r, topic: '#' })
         continue
       }
-      out.push({ ...r, topic: r.topic.replaceAll('{username}', username).replaceAll('{clientid}', client.clientId) })
+      out.push({ ...r, topic: r.topic.replaceAll('{username}', username ?? '').replaceAll('{clientid}', client.clientId) })
     }
     return out
   }

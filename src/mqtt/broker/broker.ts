@@ -115,9 +115,12 @@ export class Broker implements Disposable {
   openSession(link: ClientLink, req: OpenRequest): { session: Session; sessionPresent: boolean; expiryInterval: number } {
     const id = link.client.clientId
     this.#live.get(id)?.link.takeOver()
-    // A reconnect before the will delay ends cancels the will [MQTT-3.1.3-9].
-    this.#wills.get(id)?.handle.cancel()
+    // A reconnect to the session before the will delay ends cancels the will [MQTT-3.1.3-9];
+    // a clean start ends that session instead, and a session's end publishes it [MQTT-3.1.2-8].
+    const pendingWill = this.#wills.get(id)
+    pendingWill?.handle.cancel()
     this.#wills.delete(id)
+    if (pendingWill !== undefined && req.cleanStart) pendingWill.fire()
     this.#expiries.get(id)?.cancel()
     this.#expiries.delete(id)
     const expiryInterval = Math.min(req.expiryInterval, this.#deps.limits.maxSessionExpiry)

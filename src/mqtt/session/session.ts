@@ -48,6 +48,8 @@ export class Session {
   /** Insertion-ordered, so redelivery after reconnect keeps the original order [MQTT-4.6.0-1]. */
   readonly inflight = new Map<number, OutFlight>()
   readonly incomingQos2 = new Set<number>()
+  /** In-flight ids whose PUBLISH awaits room in a new connection's window to be resent. */
+  readonly #unsent = new Set<number>()
   readonly #queue = new RingQueue<Delivery>()
   #queuedBytes = 0
   #sink: PacketSink | undefined
@@ -100,6 +102,7 @@ export class Session {
     const f = this.inflight.get(packetId)
     if (f === undefined || f.state !== expected) return false
     this.inflight.delete(packetId)
+    this.#unsent.delete(packetId)
     this.pump()
     return true
   }
@@ -109,6 +112,7 @@ export class Session {
     const f = this.inflight.get(packetId)
     if (f === undefined) return false
     f.state = 'await-comp'
+    this.#unsent.delete(packetId)
     this.#sink?.writePubrel(packetId)
     return true
   }
@@ -116,16 +120,28 @@ export class Session {
   /** PUBREC with an error code ends the flow for that id [MQTT-4.3.3-5]. */
   abandon(packetId: number): boolean {
     const had = this.inflight.delete(packetId)
+    this.#unsent.delete(packetId)
     if (had) this.pump()
     return had
   }
 
-  /** Reattaching resends every unacknowledged PUBLISH with DUP and every PUBREL [MQTT-4.4.0-1]. */
+  /**
+   * Reattaching resends every PUBREL, and every unacknowledged PUBLISH with DUP and its id
+   * [MQTT-4.4.0-1], in order, as far as the new connection's Receive Maximum allows
+   * [MQTT-3.3.4-9]; the rest follow as acknowledgements free the window.
+   */
   attach(sink: PacketSink): void {
     this.#sink = sink
+    this.#unsent.clear()
+    // Every PUBREL goes out and its message still counts against the window.
+    let room = this.#windowSize(sink)
+    for (const f of this.inflight.values()) if (f.state === 'await-comp') room--
     for (const [id, f] of this.inflight) {
-      if (f.state === 'await-ack') sink.writePublish(f.delivery, id, true)
-      else sink.writePubrel(id)
+      if (f.state === 'await-comp') sink.writePubrel(id)
+      else if (room > 0 && this.#unsent.size === 0) {
+        sink.writePublish(f.delivery, id, true)
+        room--
+      } else this.#unsent.add(id)
     }
     this.pump()
   }
@@ -134,10 +150,16 @@ export class Session {
     this.#sink = undefined
   }
 
-  /** Moves queued messages into the window while it, and the socket, have room. */
+  /** Resends, then moves queued messages into the window while it, and the socket, have room. */
   pump(): void {
     const sink = this.#sink
     if (sink === undefined) return
+    for (const id of this.#unsent) {
+      if (!sink.canWrite() || this.inflight.size - this.#unsent.size >= this.#windowSize(sink)) return
+      this.#unsent.delete(id)
+      const f = this.inflight.get(id)
+      if (f !== undefined && f.state === 'await-ack') sink.writePublish(f.delivery, id, true)
+    }
     while (this.#queue.length > 0 && sink.canWrite()) {
       const head = this.#queue.peek()
       if (head === undefined) break
@@ -157,6 +179,7 @@ export class Session {
   reset(): void {
     this.subscriptions.clear()
     this.inflight.clear()
+    this.#unsent.clear()
     this.incomingQos2.clear()
     this.#queue.clear()
     this.#queuedBytes = 0
@@ -167,7 +190,11 @@ export class Session {
   }
 
   #windowOpen(sink: PacketSink): boolean {
-    return this.inflight.size < Math.min(sink.receiveMaximum, this.#limits.maxInflight)
+    return this.#unsent.size === 0 && this.inflight.size < this.#windowSize(sink)
+  }
+
+  #windowSize(sink: PacketSink): number {
+    return Math.min(sink.receiveMaximum, this.#limits.maxInflight)
   }
 
   #send(sink: PacketSink, d: Delivery): void {

@@ -212,7 +212,7 @@ export class Connection implements PacketSink, ClientLink, PacketContext, Connec
   writePublish(d: Delivery, packetId: number, dup: boolean): void {
     const encoder = this.#encoder
     if (encoder === undefined) return
-    const buf = encoder.encode(d, packetId, dup, this.services.clock)
+    const buf = encoder.encode(d, packetId, dup, this.services.clock, this.#clientMaxPacketSize)
     if (buf.length > this.#clientMaxPacketSize) {
       // Too large for this client: discarded as if sent [MQTT-3.1.2-25].
       this.services.logger.debug('publish.too-large-for-client', { clientId: this.#client?.clientId, bytes: buf.length })

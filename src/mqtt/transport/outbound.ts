@@ -20,7 +20,8 @@ export class PublishEncoder {
     this.#aliasMaximum = max
   }
 
-  encode(d: Delivery, packetId: number, dup: boolean, clock: { now(): number }): Buffer {
+  /** `maxSize`: the client's Maximum Packet Size; a packet above it is discarded by the caller. */
+  encode(d: Delivery, packetId: number, dup: boolean, clock: { now(): number }, maxSize = Number.POSITIVE_INFINITY): Buffer {
     const m = d.message
     const v5 = this.#version === 5
     const perSubscriber = v5 && (m.expiresAt !== undefined || d.subscriptionIds !== undefined || this.#aliasMaximum > 0)
@@ -36,7 +37,12 @@ export class PublishEncoder {
       }
       return d.qos === 0 ? template : withPacketId(template, packetId, dup)
     }
-    return encodePacket(this.#packet(d, packetId, dup, clock, this.#alias(m.topic)), this.#version)
+    const alias = this.#alias(m.topic)
+    const buf = encodePacket(this.#packet(d, packetId, dup, clock, alias), this.#version)
+    // A new alias counts only once its packet is sent: one discarded as too large [MQTT-3.1.2-25]
+    // would leave the client an alias it never learned.
+    if (alias !== undefined && !alias.known && buf.length <= maxSize) this.#aliases.set(m.topic, alias.alias)
+    return buf
   }
 
   #alias(topic: string): { alias: number; known: boolean } | undefined {
@@ -44,9 +50,7 @@ export class PublishEncoder {
     const known = this.#aliases.get(topic)
     if (known !== undefined) return { alias: known, known: true }
     if (this.#aliases.size >= this.#aliasMaximum) return undefined
-    const alias = this.#aliases.size + 1
-    this.#aliases.set(topic, alias)
-    return { alias, known: false }
+    return { alias: this.#aliases.size + 1, known: false }
   }
 
   #packet(d: Delivery, packetId: number, dup: boolean, clock: { now(): number }, alias: { alias: number; known: boolean } | undefined): PublishPacket {

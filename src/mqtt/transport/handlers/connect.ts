@@ -20,6 +20,15 @@ export function handleConnect(c: Connection, p: ConnectPacket): void {
   }
   const invalid = checkConnect(p)
   if (invalid !== null) return refuse(invalid.reasonCode, invalid.message)
+  // Flag combinations the protocol forbids (mqtt-packet lets them through): 3.x closes without
+  // CONNACK [MQTT-3.1.4-1]; a v5 client is told why with CONNACK 0x81.
+  const malformed =
+    p.will !== undefined && (p.will.qos ?? 0) > 2
+      ? '[MQTT-3.1.2-14] Will QoS 3'
+      : version !== 5 && p.password !== undefined && p.username === undefined
+        ? '[MQTT-3.1.2-22] password without a user name'
+        : undefined
+  if (malformed !== undefined) return version === 5 ? refuse(RC.MALFORMED_PACKET, malformed) : c.fail(RC.MALFORMED_PACKET, malformed)
 
   const keepalive = effectiveKeepalive(version, p.keepalive ?? 0, limits.maxKeepalive)
   if (keepalive === undefined) {
@@ -87,7 +96,7 @@ function accept(c: Connection, p: ConnectPacket, client: ClientInfo, keepalive: 
             clock,
           ),
           delaySeconds: version === 5 ? (p.will.properties?.willDelayInterval ?? 0) : 0,
-          expirySeconds: version === 5 ? p.will.properties?.messageExpiryInterval : undefined,
+          expirySeconds: version === 5 ? p.will.properties?.messageExpiryInterval || undefined : undefined,
         }
   c.identify(client)
   const opened = broker.openSession(c, { cleanStart, expiryInterval: requestedExpiry, will })

@@ -27,7 +27,8 @@ export function buildMessage(f: PublishFields, origin: string, clock: { now(): n
     if (p.userProperties !== undefined) properties.userProperties = p.userProperties
     if (Object.keys(properties).length === 0) properties = undefined
   }
-  const expiry = p?.messageExpiryInterval
+  // An interval of 0 means no expiry, as in Mosquitto (a 0 s lifetime would make retained and queued copies vanish).
+  const expiry = p?.messageExpiryInterval || undefined
   return createMessage({
     topic: f.topic,
     payload: typeof f.payload === 'string' ? Buffer.from(f.payload) : f.payload,
