@@ -18,8 +18,8 @@ export function checkConnect(p: ConnectPacket): ProtocolError | null {
   }
   if (p.clientId.includes('\u0000')) return new ProtocolError(RC.CLIENT_IDENTIFIER_NOT_VALID, '[MQTT-1.5.3-2] U+0000 in client id')
   const props = p.properties
-  if (props?.receiveMaximum === 0) return new ProtocolError(RC.PROTOCOL_ERROR, '[MQTT-3.1.2-21] Receive Maximum of 0')
-  if (props?.maximumPacketSize === 0) return new ProtocolError(RC.PROTOCOL_ERROR, '[MQTT-3.1.2-24] Maximum Packet Size of 0')
+  if (props?.receiveMaximum === 0) return new ProtocolError(RC.PROTOCOL_ERROR, 'Receive Maximum of 0 (MQTT 5.0 section 3.1.2.11.3)')
+  if (props?.maximumPacketSize === 0) return new ProtocolError(RC.PROTOCOL_ERROR, 'Maximum Packet Size of 0 (MQTT 5.0 section 3.1.2.11.4)')
   if (props?.authenticationMethod !== undefined) {
     return new ProtocolError(RC.BAD_AUTHENTICATION_METHOD, 'extended authentication is not supported')
   }
