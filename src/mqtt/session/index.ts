@@ -1,5 +1,5 @@
 export { MemorySessionStore } from './memory-store.js'
-export { cacheEncoding, cachedEncoding, createMessage, type Delivery, type Message, type MessageFields, messageBytes, type QoS } from './message.js'
+export { cachedEncoding, cacheEncoding, createMessage, type Delivery, type Message, type MessageFields, messageBytes, type QoS } from './message.js'
 export type { PacketSink, SessionStore } from './ports.js'
 export {
   type DeliverOutcome,

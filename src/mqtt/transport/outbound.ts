@@ -1,6 +1,6 @@
 import { encodePacket, encodePublish, withPacketId } from '../protocol/encoder.js'
 import type { ProtocolVersion, PublishPacket } from '../protocol/packets.js'
-import { cacheEncoding, cachedEncoding, type Delivery } from '../session/message.js'
+import { cachedEncoding, cacheEncoding, type Delivery } from '../session/message.js'
 
 /**
  * Serializes a delivery for one connection. Deliveries without per-subscriber parts share one

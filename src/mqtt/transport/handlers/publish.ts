@@ -47,6 +47,8 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
   if (bad !== null) return ctx.fail(bad.reasonCode, bad.message)
   const topic = v5 ? ctx.resolveAlias(p.topic, p.properties?.topicAlias) : p.topic
   if (topic === undefined) return
+  // An empty topic is only valid as a reference to a topic alias (MQTT 5.0 section 3.3.2.1).
+  if (topic.length === 0 && v5) return ctx.fail(RC.PROTOCOL_ERROR, 'empty topic name without a topic alias')
   // [MQTT-3.3.2-2] no wildcards in a topic name; [MQTT-4.7.3-1] not empty.
   const invalid = validTopicName(topic, limits.maxTopicLength, limits.maxTopicLevels)
   if (invalid !== null) return ctx.fail(RC.TOPIC_NAME_INVALID, `invalid topic name: ${invalid}`)
@@ -59,7 +61,7 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
     return
   }
   if (p.qos === 2 && session.incomingQos2.size >= limits.receiveMaximum) {
-    return ctx.fail(RC.RECEIVE_MAXIMUM_EXCEEDED, `[MQTT-3.3.4-9] more than ${limits.receiveMaximum} unacknowledged QoS 2 messages`)
+    return ctx.fail(RC.RECEIVE_MAXIMUM_EXCEEDED, `[MQTT-3.3.4-7] more than ${limits.receiveMaximum} unacknowledged QoS 2 messages`)
   }
 
   let reasonCode: number = RC.SUCCESS
