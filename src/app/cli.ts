@@ -117,27 +117,38 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
   }
   const clock = systemClock()
   const logger = createLogger(config.log.level, (line) => io.out(line), () => clock.now())
-  let app: App
-  try {
-    app = await App.start(config, { clock, logger, version })
-  } catch (e) {
-    logger.error('perch.start-failed', { error: describeError(e) })
-    io.err(`perch: ${describeError(e)}\n`)
-    return 1
-  }
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      logger.info('perch.signal', { signal })
-      process.off('SIGTERM', onSignal)
-      process.off('SIGINT', onSignal)
-      app.stop().then(resolve, (e: unknown) => {
-        logger.error('perch.stop-failed', { error: describeError(e) })
-        resolve()
-      })
-    }
-    process.on('SIGTERM', onSignal)
-    process.on('SIGINT', onSignal)
+  // Signals are caught from the first moment: one that arrives while perch starts stops it
+  // as soon as it is up, still cleanly.
+  let signalled: () => void = () => {}
+  const stopRequested = new Promise<void>((resolve) => {
+    signalled = resolve
   })
+  const onSignal = (signal: NodeJS.Signals): void => {
+    logger.info('perch.signal', { signal })
+    signalled()
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  try {
+    let app: App
+    try {
+      app = await App.start(config, { clock, logger, version })
+    } catch (e) {
+      logger.error('perch.start-failed', { error: describeError(e) })
+      io.err(`perch: ${describeError(e)}\n`)
+      return 1
+    }
+    await stopRequested
+    try {
+      await app.stop()
+    } catch (e) {
+      logger.error('perch.stop-failed', { error: describeError(e) })
+      return 1
+    }
+  } finally {
+    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onSignal)
+  }
   return 0
 }
 
