@@ -1,6 +1,6 @@
 import t from 'tap'
-import { collect, connectClient, until } from './helpers/clients.js'
 import { startBroker } from './helpers/broker.js'
+import { collect, connectClient, until } from './helpers/clients.js'
 
 t.test('a QoS 1 message reaches a subscriber through a real broker', async (t) => {
   const b = await startBroker(t)
