@@ -1,7 +1,7 @@
 // The perch command line, run as users and service managers run it: `node bin/perch.js`.
 // bin/perch.js runs dist/, so this file builds dist/ first when it is missing or older than
 // src/ (CI builds before testing; this keeps a local run from testing a stale build).
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -9,6 +9,7 @@ import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { IDisconnectPacket } from 'mqtt'
 import t from 'tap'
+import { type RunningTool, spawnTool, type ToolResult } from '../helpers/cli.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -45,6 +46,10 @@ if (!distIsCurrent()) {
 const work = mkdtempSync(join(tmpdir(), 'perch-cli-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))
 
+interface Teardown {
+  teardown(fn: () => unknown): void
+}
+
 /** The environment without the variables that move the default data directory. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env = { ...process.env, ...extra }
@@ -53,77 +58,42 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return env
 }
 
-interface Ran {
-  code: number | null
-  signal: NodeJS.Signals | null
-  stdout: string
-  stderr: string
-}
-
-/** Runs a command that is expected to end by itself; bounded so a hang fails instead of stalling. */
-function run(args: string[], env: Record<string, string> = {}): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: work, env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] })
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString()
-    })
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString()
-    })
-    const bound = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error(`perch ${args.join(' ')} did not exit; stdout: ${stdout} stderr: ${stderr}`))
-    }, 30_000)
-    child.on('error', reject)
-    child.on('close', (code, signal) => {
-      clearTimeout(bound)
-      resolve({ code, signal, stdout, stderr })
-    })
-  })
+/** Runs perch to completion; bounded so a hang fails instead of stalling. */
+async function run(t: Teardown, args: string[], env: Record<string, string> = {}): Promise<ToolResult> {
+  const r = await spawnTool(t, process.execPath, [BIN, ...args], { cwd: work, env: cleanEnv(env), timeoutMs: 30_000 }).done
+  if (r.timedOut) throw new Error(`perch ${args.join(' ')} did not exit; stdout: ${r.stdout} stderr: ${r.stderr}`)
+  return r
 }
 
 interface Running {
-  child: ChildProcess
+  tool: RunningTool
   /** Parsed JSON log lines from stdout so far. */
-  events: Record<string, unknown>[]
-  stderr(): string
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+  events(): Record<string, unknown>[]
   event(name: string): Record<string, unknown> | undefined
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
-/** Starts a long-running perch and collects its JSON log; killed at teardown if still alive. */
-function startPerch(t: { teardown(fn: () => unknown): void }, args: string[]): Running {
-  const child = spawn(process.execPath, [BIN, 'start', ...args], { cwd: work, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] })
-  const events: Record<string, unknown>[] = []
-  let buffered = ''
-  let stderr = ''
-  child.stdout.on('data', (c: Buffer) => {
-    buffered += c.toString()
-    for (let nl = buffered.indexOf('\n'); nl >= 0; nl = buffered.indexOf('\n')) {
-      const line = buffered.slice(0, nl)
-      buffered = buffered.slice(nl + 1)
-      if (line.trim() !== '') events.push(JSON.parse(line) as Record<string, unknown>)
-    }
-  })
-  child.stderr.on('data', (c: Buffer) => {
-    stderr += c.toString()
-  })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => resolve({ code, signal })),
-  )
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-  })
-  return { child, events, stderr: () => stderr, exited, event: (name) => events.find((e) => e.event === name) }
+/** Starts a long-running perch and reads its JSON log; killed at teardown if still alive. */
+function startPerch(t: Teardown, args: string[]): Running {
+  const tool = spawnTool(t, process.execPath, [BIN, 'start', ...args], { cwd: work, env: cleanEnv(), timeoutMs: 60_000 })
+  const events = (): Record<string, unknown>[] =>
+    tool
+      .lines()
+      .filter((line) => line.trim() !== '')
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+  return {
+    tool,
+    events,
+    event: (name) => events().find((e) => e.event === name),
+    exited: tool.done.then(({ code, signal }) => ({ code, signal })),
+  }
 }
 
 /** Waits for `perch.started` and returns the port of the first listener. */
 async function startedPort(p: Running): Promise<number> {
-  await until(() => p.event('perch.started') !== undefined || p.child.exitCode !== null, 20_000, `perch.started (stderr: ${p.stderr()})`)
+  await until(() => p.event('perch.started') !== undefined || p.tool.exited(), 20_000, `perch.started (stderr: ${p.tool.stderr()})`)
   const started = p.event('perch.started')
-  if (started === undefined) throw new Error(`perch exited before starting: ${p.stderr()}`)
+  if (started === undefined) throw new Error(`perch exited before starting: ${p.tool.stderr()}`)
   const listeners = started.listeners as { port: number }[]
   const port = listeners[0]?.port
   if (typeof port !== 'number' || port <= 0) throw new Error(`no port in ${JSON.stringify(started)}`)
@@ -141,54 +111,54 @@ function configFile(name: string, text: string): string {
 
 t.test('--help and start --help list every start flag', async (t) => {
   for (const args of [['--help'], ['help'], ['start', '--help'], ['help', 'start'], ['start', '-h']]) {
-    const r = await run(args)
+    const r = await run(t, args)
     t.equal(r.code, 0, `perch ${args.join(' ')} exits 0`)
     for (const flag of FLAGS) t.match(r.stdout, new RegExp(`${flag}\\b`), `perch ${args.join(' ')} lists ${flag}`)
   }
-  const main = await run(['--help'])
+  const main = await run(t, ['--help'])
   for (const command of ['start', 'config defaults', 'config check', 'version']) t.match(main.stdout, command)
 })
 
 t.test('version prints the version from package.json', async (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
   for (const args of [['version'], ['--version'], ['-v']]) {
-    const r = await run(args)
+    const r = await run(t, args)
     t.equal(r.code, 0)
     t.equal(r.stdout.trim(), `perch ${pkg.version}`)
   }
 })
 
 t.test('an unknown command or option is a usage error (exit 2)', async (t) => {
-  const cmd = await run(['frobnicate'])
+  const cmd = await run(t, ['frobnicate'])
   t.equal(cmd.code, 2)
   t.match(cmd.stderr, /unknown command "frobnicate"/)
-  const opt = await run(['start', '--frobnicate'])
+  const opt = await run(t, ['start', '--frobnicate'])
   t.equal(opt.code, 2)
   t.match(opt.stderr, /--frobnicate/)
-  const sub = await run(['config', 'frob'])
+  const sub = await run(t, ['config', 'frob'])
   t.equal(sub.code, 2)
   t.match(sub.stderr, /Usage: perch config/)
 })
 
 t.test('config defaults prints valid JSON that config check accepts unchanged', async (t) => {
-  const r = await run(['config', 'defaults'])
+  const r = await run(t, ['config', 'defaults'])
   t.equal(r.code, 0)
   const defaults = JSON.parse(r.stdout) as Record<string, unknown>
   t.match(defaults, { dataDir: './perch-data', listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 1883 }], auth: { mode: 'open' } })
   const path = configFile('defaults.json', r.stdout)
-  const checked = await run(['config', 'check', path])
+  const checked = await run(t, ['config', 'check', path])
   t.equal(checked.code, 0, checked.stderr)
   t.same(JSON.parse(checked.stdout), defaults, 'the effective config is the defaults')
 })
 
 t.test('config defaults takes its data directory from $STATE_DIRECTORY', async (t) => {
-  const r = await run(['config', 'defaults'], { STATE_DIRECTORY: '/var/lib/perch' })
+  const r = await run(t, ['config', 'defaults'], { STATE_DIRECTORY: '/var/lib/perch' })
   t.equal((JSON.parse(r.stdout) as { dataDir: string }).dataDir, '/var/lib/perch')
 })
 
 t.test('config check prints a partial file laid over the defaults', async (t) => {
   const path = configFile('partial.json', JSON.stringify({ limits: { maxInflight: 7 }, log: { level: 'debug' } }))
-  const r = await run(['config', 'check', path])
+  const r = await run(t, ['config', 'check', path])
   t.equal(r.code, 0, r.stderr)
   const effective = JSON.parse(r.stdout) as { limits: { maxInflight: number; receiveMaximum: number }; log: { level: string } }
   t.equal(effective.limits.maxInflight, 7)
@@ -221,13 +191,13 @@ for (const bad of badConfigs) {
   t.test(`config check and start refuse ${bad.name}, saying what is wrong`, async (t) => {
     const file = `bad-${bad.name.replaceAll(/\W+/g, '-')}.json`
     const path = bad.text === undefined ? join(work, 'does-not-exist.json') : configFile(file, bad.text)
-    const checked = await run(['config', 'check', path])
+    const checked = await run(t, ['config', 'check', path])
     t.not(checked.code, 0, 'config check exits non-zero')
     t.match(checked.stderr, bad.why)
     t.match(checked.stderr, path, 'the message names the file')
     t.equal(checked.stdout, '', 'nothing on stdout')
     const dataDir = join(work, `never-${file}`)
-    const started = await run(['start', '--config', path, '--port', '0', '--data-dir', dataDir])
+    const started = await run(t, ['start', '--config', path, '--port', '0', '--data-dir', dataDir])
     t.not(started.code, 0, 'start exits non-zero')
     t.match(started.stderr, bad.why)
     t.notOk(existsSync(dataDir), 'nothing was started')
@@ -236,7 +206,7 @@ for (const bad of badConfigs) {
 
 t.test('--port must be a port number', async (t) => {
   for (const port of ['abc', '70000', '-1', '1.5', '', '0x50', '1e3']) {
-    const r = await run(['start', `--port=${port}`, '--data-dir', join(work, 'never-port')])
+    const r = await run(t, ['start', `--port=${port}`, '--data-dir', join(work, 'never-port')])
     t.not(r.code, 0, `--port=${JSON.stringify(port)} is refused`)
     t.match(r.stderr, /--port/)
   }
@@ -244,13 +214,13 @@ t.test('--port must be a port number', async (t) => {
 })
 
 t.test('--log-level must be a level', async (t) => {
-  const r = await run(['start', '--log-level', 'loud', '--port', '0', '--data-dir', join(work, 'never-level')])
+  const r = await run(t, ['start', '--log-level', 'loud', '--port', '0', '--data-dir', join(work, 'never-level')])
   t.not(r.code, 0)
   t.match(r.stderr, /log\.level: must be one of/)
 })
 
 t.test('open mode on a non-loopback address is refused without --allow-anonymous', async (t) => {
-  const r = await run(['start', '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
+  const r = await run(t, ['start', '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
   t.not(r.code, 0)
   t.match(r.stderr, /0\.0\.0\.0/)
   t.match(r.stderr, /anonymous/)
@@ -264,7 +234,7 @@ t.test('open mode on a non-loopback address starts with --allow-anonymous', asyn
   t.match(p.event('perch.started'), { auth: 'open', listeners: [{ host: '0.0.0.0' }] })
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 4 })
   t.ok(c.connected)
-  p.child.kill('SIGTERM')
+  p.tool.kill('SIGTERM')
   t.same(await p.exited, { code: 0, signal: null })
 })
 
@@ -293,13 +263,13 @@ t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8
   v4.on('close', () => {
     v4Closed = true
   })
-  p.child.kill('SIGTERM')
+  p.tool.kill('SIGTERM')
   const exit = await p.exited
   t.same(exit, { code: 0, signal: null }, 'exits 0 by itself')
   await until(() => disconnects.length === 1 && v4Closed, 5000, 'clients told and closed')
   t.equal(disconnects[0]?.reasonCode, 0x8b, '[MQTT-3.14.2-1] v5 DISCONNECT 0x8B server shutting down')
   t.ok(v4Closed, '3.1.1 clients are closed (3.1.1 has no server DISCONNECT)')
-  const order = p.events.map((e) => e.event)
+  const order = p.events().map((e) => e.event)
   t.ok(order.includes('perch.signal'), 'the signal is logged')
   t.match(p.event('perch.signal'), { signal: 'SIGTERM' })
   t.ok(order.includes('perch.stopped'), 'perch.stopped is logged')
@@ -313,7 +283,7 @@ t.test('SIGINT stops perch likewise and exits 0', async (t) => {
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 5 })
   const disconnects: IDisconnectPacket[] = []
   c.on('disconnect', (packet) => disconnects.push(packet))
-  p.child.kill('SIGINT')
+  p.tool.kill('SIGINT')
   t.same(await p.exited, { code: 0, signal: null })
   await until(() => disconnects.length === 1, 5000, 'DISCONNECT')
   t.equal(disconnects[0]?.reasonCode, 0x8b)
@@ -328,7 +298,7 @@ t.test('SIGTERM with no clients exits 0', async (t) => {
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})
   c.end(true)
   await until(() => !c.connected, 5000, 'client gone')
-  p.child.kill('SIGTERM')
+  p.tool.kill('SIGTERM')
   t.same(await p.exited, { code: 0, signal: null })
   t.ok(p.event('perch.stopped'))
 })
@@ -343,17 +313,17 @@ t.test('start --config FILE uses the file, and flags override it', async (t) => 
   t.match(p.event('perch.started'), { listeners: [{ name: 'main', port }] }, '--port replaced the file’s port on its first TCP listener')
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})
   t.ok(c.connected)
-  p.child.kill('SIGTERM')
+  p.tool.kill('SIGTERM')
   t.same(await p.exited, { code: 0, signal: null })
 })
 
 t.test('a port already in use is a clean start failure', async (t) => {
   const first = startPerch(t, ['--port', '0', '--data-dir', join(work, 'busy-1')])
   const port = await startedPort(first)
-  const second = await run(['start', '--port', String(port), '--data-dir', join(work, 'busy-2')])
+  const second = await run(t, ['start', '--port', String(port), '--data-dir', join(work, 'busy-2')])
   t.equal(second.code, 1)
   t.match(second.stderr, /cannot listen/)
   t.match(second.stderr, /EADDRINUSE/)
-  first.child.kill('SIGTERM')
+  first.tool.kill('SIGTERM')
   t.same(await first.exited, { code: 0, signal: null })
 })

@@ -1,21 +1,9 @@
 import type { Test } from 'tap'
 import t from 'tap'
-import { startBroker, type TestBroker } from '../helpers/broker.js'
-import { until } from '../helpers/clients.js'
-import {
-  connectWithAck,
-  frame,
-  frames,
-  handConnect,
-  healthyPair,
-  logEvents,
-  PACKET,
-  rawPublish,
-  str,
-  type Wire,
-  wire,
-  wireConnect,
-} from '../helpers/conformance-wire.js'
+import { logEvents, startBroker, type TestBroker } from '../helpers/broker.js'
+import { connectWithAck, healthyPair, until } from '../helpers/clients.js'
+import { Wire } from '../helpers/raw-client.js'
+import { frame, frames, handConnect, PACKET, rawPublish, str } from '../helpers/wire.js'
 
 // Malformed and forbidden input: each closes only the offending connection (v5: DISCONNECT
 // with the reason code first; 3.1.1: a plain close) while a healthy pair keeps working.
@@ -32,7 +20,7 @@ function stat(b: TestBroker, name: Stat): number {
  */
 async function expectClosed(t: Test, w: Wire, version: 4 | 5, code: number, what: string): Promise<void> {
   await until(() => w.isClosed(), 5000, `server to close the connection after ${what}`)
-  const got = frames(w.received())
+  const got = frames(w.bytes())
   t.equal(got[0]?.type, PACKET.CONNACK, `v${version} ${what}: CONNACK first`)
   if (version === 5) {
     t.equal(got.length, 2, `v${version} ${what}: CONNACK then DISCONNECT, nothing else`)
@@ -47,8 +35,8 @@ async function expectClosed(t: Test, w: Wire, version: 4 | 5, code: number, what
 async function eachVersion(t: Test, b: TestBroker, name: string, code: number, bytes: (version: 4 | 5) => Buffer): Promise<void> {
   const healthy = await healthyPair(t, b.url)
   for (const version of [4, 5] as const) {
-    const { w } = await wireConnect(t, b.port, { clientId: `bad-${name}-${version}` }, version)
-    w.send(bytes(version))
+    const { wire: w } = await Wire.connect(t, b.port, version, { clientId: `bad-${name}-${version}` })
+    w.sendBytes(bytes(version))
     await expectClosed(t, w, version, code, name)
     await healthy.check()
   }
@@ -87,8 +75,8 @@ t.test('[MQTT-3.2.2-15] [MQTT-4.13.1-1] a packet over limits.maxPacketSize close
     [0x95, 0x95],
   )
   // Only the fixed header was needed: a packet announcing 100 MB is refused before its body arrives.
-  const { w } = await wireConnect(t, b.port, { clientId: 'huge-header' }, 5)
-  w.send([0x30, 0x80, 0x80, 0x80, 0x30])
+  const { wire: w } = await Wire.connect(t, b.port, 5, { clientId: 'huge-header' })
+  w.sendBytes([0x30, 0x80, 0x80, 0x80, 0x30])
   await expectClosed(t, w, 5, 0x95, 'a 100 MB header')
 })
 
@@ -106,10 +94,10 @@ t.test('[MQTT-3.1.0-1] a PUBLISH before CONNECT closes the connection without a 
   const b = await startBroker(t)
   const healthy = await healthyPair(t, b.url)
   for (const version of [4, 5] as const) {
-    const w = await wire(t, b.port, version)
-    w.send(rawPublish('early/t', 'too soon', { version }))
+    const w = await Wire.open(t, b.port, version)
+    w.sendBytes(rawPublish('early/t', 'too soon', { version }))
     await until(() => w.isClosed(), 5000, 'close')
-    t.equal(w.received().length, 0, `v${version}: nothing sent back, not even CONNACK`)
+    t.equal(w.bytes().length, 0, `v${version}: nothing sent back, not even CONNACK`)
     await healthy.check()
   }
   t.equal(stat(b, 'protocolErrors'), 2)
@@ -176,27 +164,26 @@ t.test('[MQTT-3.3.2-8] [MQTT-3.3.2-9] [MQTT-3.2.2-17] v5 topic alias 0 or above 
   const b = await startBroker(t, { limits: { topicAliasMaximum: 4 } })
   const healthy = await healthyPair(t, b.url)
   for (const alias of [0, 5]) {
-    const { w } = await wireConnect(t, b.port, { clientId: `alias-${alias}` }, 5)
-    w.sendPacket({ cmd: 'publish', topic: 'alias/t', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { topicAlias: alias } })
+    const { wire: w } = await Wire.connect(t, b.port, 5, { clientId: `alias-${alias}` })
+    w.send({ cmd: 'publish', topic: 'alias/t', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { topicAlias: alias } })
     await expectClosed(t, w, 5, 0x94, `topic alias ${alias}`)
     await healthy.check()
   }
   // A valid alias works, and an alias used before it was set is a protocol error.
-  const { w: ok } = await wireConnect(t, b.port, { clientId: 'alias-ok' }, 5)
-  ok.sendPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'alias/#', qos: 0 }] })
-  await ok.waitFor('suback')
-  ok.sendPacket({ cmd: 'publish', topic: 'alias/set', payload: Buffer.from('one'), qos: 0, retain: false, dup: false, properties: { topicAlias: 4 } })
-  ok.sendPacket({ cmd: 'publish', topic: '', payload: Buffer.from('two'), qos: 0, retain: false, dup: false, properties: { topicAlias: 4 } })
-  await until(() => ok.ofType('publish').length === 2, 5000, 'both aliased messages')
+  const { wire: ok } = await Wire.connect(t, b.port, 5, { clientId: 'alias-ok' })
+  await ok.subscribe([{ topic: 'alias/#', qos: 0 }], 1)
+  ok.send({ cmd: 'publish', topic: 'alias/set', payload: Buffer.from('one'), qos: 0, retain: false, dup: false, properties: { topicAlias: 4 } })
+  ok.send({ cmd: 'publish', topic: '', payload: Buffer.from('two'), qos: 0, retain: false, dup: false, properties: { topicAlias: 4 } })
+  await until(() => ok.all('publish').length === 2, 5000, 'both aliased messages')
   t.same(
-    ok.ofType('publish').map((p) => [p.topic, p.payload.toString()]),
+    ok.all('publish').map((p) => [p.topic, p.payload.toString()]),
     [
       ['alias/set', 'one'],
       ['alias/set', 'two'],
     ],
   )
-  const { w: unset } = await wireConnect(t, b.port, { clientId: 'alias-unset' }, 5)
-  unset.sendPacket({ cmd: 'publish', topic: '', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { topicAlias: 3 } })
+  const { wire: unset } = await Wire.connect(t, b.port, 5, { clientId: 'alias-unset' })
+  unset.send({ cmd: 'publish', topic: '', payload: Buffer.from('x'), qos: 0, retain: false, dup: false, properties: { topicAlias: 3 } })
   await expectClosed(t, unset, 5, 0x82, 'an unset topic alias')
   await healthy.check()
 })
@@ -204,9 +191,9 @@ t.test('[MQTT-3.3.2-8] [MQTT-3.3.2-9] [MQTT-3.2.2-17] v5 topic alias 0 or above 
 t.test('[MQTT-3.1.0-1] (3.1.4 CONNECT timeout) a client that connects TCP and sends nothing is closed after the CONNECT timeout', async (t) => {
   const b = await startBroker(t, { limits: { connectTimeout: 1 } })
   const healthy = await healthyPair(t, b.url)
-  const silent = await wire(t, b.port, 4)
+  const silent = await Wire.open(t, b.port, 4)
   await until(() => silent.isClosed(), 5000, 'connect timeout close')
-  t.equal(silent.received().length, 0, 'nothing was sent to it')
+  t.equal(silent.bytes().length, 0, 'nothing was sent to it')
   t.equal(stat(b, 'connectTimeouts'), 1)
   t.equal(logEvents(b.logs, 'connect.timeout').length, 1, 'connect.timeout logged')
   await healthy.check()
@@ -217,10 +204,10 @@ t.test('[MQTT-3.1.2-2] [MQTT-3.2.2-5] (3.1.1) an unknown protocol level gets CON
   const b = await startBroker(t)
   const healthy = await healthyPair(t, b.url)
   for (const level of [6, 2, 0x7f]) {
-    const w = await wire(t, b.port, 4)
-    w.send(handConnect({ clientId: `level-${level}`, level }))
+    const w = await Wire.open(t, b.port, 4)
+    w.sendBytes(handConnect({ clientId: `level-${level}`, level }))
     await until(() => w.isClosed(), 5000, 'close')
-    t.same([...w.received()], [0x20, 0x02, 0x00, 0x01], `level ${level}: CONNACK 0x01 Unacceptable protocol version, then close`)
+    t.same([...w.bytes()], [0x20, 0x02, 0x00, 0x01], `level ${level}: CONNACK 0x01 Unacceptable protocol version, then close`)
     await healthy.check()
   }
   t.equal(b.app.broker.liveCount, 2, 'only the healthy pair is connected')
@@ -230,10 +217,10 @@ t.test('[MQTT-3.1.2-1] a CONNECT with a bad protocol name is not accepted and is
   const b = await startBroker(t)
   const healthy = await healthyPair(t, b.url)
   for (const name of ['MQTX', 'mqtt', 'MQIsdq']) {
-    const w = await wire(t, b.port, 4)
-    w.send(handConnect({ clientId: `name-${name}`, protocolName: name, level: 4 }))
+    const w = await Wire.open(t, b.port, 4)
+    w.sendBytes(handConnect({ clientId: `name-${name}`, protocolName: name, level: 4 }))
     await until(() => w.isClosed(), 5000, 'close')
-    const back = [...w.received()]
+    const back = [...w.bytes()]
     t.ok(back.length === 0 || (back.length === 4 && back[0] === 0x20 && back[3] !== 0), `${name}: closed with no CONNACK, or a refusing one (${back.join(',')})`)
     await healthy.check()
   }
@@ -244,10 +231,10 @@ t.test('[MQTT-3.1.2-3] a CONNECT with the reserved flag bit set closes the conne
   const b = await startBroker(t)
   const healthy = await healthyPair(t, b.url)
   for (const level of [4, 5]) {
-    const w = await wire(t, b.port, 4)
-    w.send(handConnect({ clientId: `reserved-${level}`, level, flags: 0x03 }))
+    const w = await Wire.open(t, b.port, 4)
+    w.sendBytes(handConnect({ clientId: `reserved-${level}`, level, flags: 0x03 }))
     await until(() => w.isClosed(), 5000, 'close')
-    const back = frames(w.received())
+    const back = frames(w.bytes())
     t.notOk(
       back.some((f) => f.type === PACKET.CONNACK && f.body[1] === 0),
       `v${level}: no successful CONNACK`,
@@ -264,18 +251,18 @@ t.test('[MQTT-3.1.2-12] [MQTT-3.1.4-1] (3.1.1: MQTT-3.1.2-14) a CONNECT with Wil
   const watcher = await connectWithAck(t, b.url, { protocolVersion: 5, clientId: 'willqos3-watch' })
   await watcher.client.subscribeAsync('wq3/#', { qos: 2 })
   for (const level of [4, 5] as const) {
-    const w = await wire(t, b.port, level)
+    const w = await Wire.open(t, b.port, level)
     const willProps = level === 5 ? Buffer.from([0]) : Buffer.alloc(0)
-    w.send(handConnect({ clientId: `willqos3-${level}`, level, flags: 0x02 | 0x04 | 0x18, tail: Buffer.concat([willProps, str('wq3/t'), str('x')]) }))
+    w.sendBytes(handConnect({ clientId: `willqos3-${level}`, level, flags: 0x02 | 0x04 | 0x18, tail: Buffer.concat([willProps, str('wq3/t'), str('x')]) }))
     await until(() => w.isClosed(), 5000, 'close')
-    if (level === 4) t.equal(w.received().length, 0, '3.1.1: closed without a CONNACK [MQTT-3.1.4-1]')
+    if (level === 4) t.equal(w.bytes().length, 0, '3.1.1: closed without a CONNACK [MQTT-3.1.4-1]')
     else {
       t.same(
         w.packets.map((p) => p.cmd),
         ['connack'],
         'v5: one CONNACK, then close',
       )
-      t.equal(w.ofType('connack')[0]?.reasonCode, 0x81, 'v5: CONNACK 0x81 Malformed Packet')
+      t.equal(w.all('connack')[0]?.reasonCode, 0x81, 'v5: CONNACK 0x81 Malformed Packet')
     }
     await healthy.check()
   }
@@ -288,10 +275,10 @@ t.test('[MQTT-3.1.2-11] [MQTT-3.1.2-13] (3.1.1: MQTT-3.1.2-13, MQTT-3.1.2-15) Wi
   const healthy = await healthyPair(t, b.url)
   for (const flags of [0x02 | 0x08, 0x02 | 0x20]) {
     for (const level of [4, 5] as const) {
-      const w = await wire(t, b.port, level)
-      w.send(handConnect({ clientId: `willflags-${flags}-${level}`, level, flags }))
+      const w = await Wire.open(t, b.port, level)
+      w.sendBytes(handConnect({ clientId: `willflags-${flags}-${level}`, level, flags }))
       await until(() => w.isClosed(), 5000, 'close')
-      t.equal(w.received().length, 0, `v${level} flags 0x${flags.toString(16)}: closed without CONNACK`)
+      t.equal(w.bytes().length, 0, `v${level} flags 0x${flags.toString(16)}: closed without CONNACK`)
       await healthy.check()
     }
   }
@@ -301,31 +288,31 @@ t.test('[MQTT-3.1.2-11] [MQTT-3.1.2-13] (3.1.1: MQTT-3.1.2-13, MQTT-3.1.2-15) Wi
 t.test('[MQTT-3.1.2-22] (3.1.1) 3.1.1 forbids a password without a user name; MQTT 5 allows it', async (t) => {
   const b = await startBroker(t)
   const healthy = await healthyPair(t, b.url)
-  const w4 = await wire(t, b.port, 4)
-  w4.send(handConnect({ clientId: 'pw-only-4', level: 4, flags: 0x42, tail: str('secret') }))
+  const w4 = await Wire.open(t, b.port, 4)
+  w4.sendBytes(handConnect({ clientId: 'pw-only-4', level: 4, flags: 0x42, tail: str('secret') }))
   await until(() => w4.isClosed(), 5000, 'close')
-  t.equal(w4.received().length, 0, '3.1.1: closed without CONNACK')
+  t.equal(w4.bytes().length, 0, '3.1.1: closed without CONNACK')
   await healthy.check()
-  const w5 = await wire(t, b.port, 5)
-  w5.send(handConnect({ clientId: 'pw-only-5', level: 5, flags: 0x42, tail: str('secret') }))
-  const ack = await w5.waitFor('connack')
+  const w5 = await Wire.open(t, b.port, 5)
+  w5.sendBytes(handConnect({ clientId: 'pw-only-5', level: 5, flags: 0x42, tail: str('secret') }))
+  const ack = await w5.take('connack')
   t.equal(ack.reasonCode, 0, 'v5: accepted (open authentication)')
   t.notOk(w5.isClosed())
 })
 
 t.test('[MQTT-4.2.0-1] a session delivered one byte at a time is framed correctly', async (t) => {
   const b = await startBroker(t)
-  const w = await wire(t, b.port, 5)
+  const w = await Wire.open(t, b.port, 5)
   const bytes = Buffer.concat([
     handConnect({ clientId: 'trickle', level: 5 }),
     frame(0x82, Buffer.concat([Buffer.from([0x00, 0x01, 0x00]), str('trickle/t'), Buffer.from([0x01])])),
     rawPublish('trickle/t', Buffer.alloc(300, 0x74), { version: 5 }),
   ])
   for (const byte of bytes) {
-    w.send([byte])
+    w.sendBytes([byte])
     await new Promise((r) => setImmediate(r))
   }
-  const got = await w.waitFor('publish')
+  const got = await w.take('publish')
   t.equal(got.payload.length, 300, 'the trickled PUBLISH came back whole')
   t.same(
     w.packets.map((p) => p.cmd),

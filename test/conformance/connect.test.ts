@@ -1,29 +1,24 @@
+import type { IClientOptions } from 'mqtt'
 import t from 'tap'
-import { startBroker } from '../helpers/broker.js'
-import { sleep, until } from '../helpers/clients.js'
-import {
-  closedPromise,
-  connectWithAck,
-  frames,
-  handConnect,
-  logEvents,
-  PACKET,
-  runCli,
-  startCli,
-  type Version,
-  wire,
-  wireConnect,
-  wireSubscribe,
-} from '../helpers/conformance-wire.js'
+import { logEvents, startBroker } from '../helpers/broker.js'
+import { mosquitto } from '../helpers/cli.js'
+import { closedPromise, connectWithAck, sleep, until } from '../helpers/clients.js'
+import { Wire } from '../helpers/raw-client.js'
+import { frames, handConnect, PACKET, type Version } from '../helpers/wire.js'
 
 // CONNECT / CONNACK, keepalive, PINGREQ, session takeover, clean start, session expiry and
 // enhanced authentication, for MQTT 3.1, 3.1.1 and 5.0, over real sockets.
 
+/** MQTT.js options for a session that outlives its connection (v5: Session Expiry 300 s). */
+function persistentOptions(version: 4 | 5, clientId: string): IClientOptions {
+  return version === 5 ? { protocolVersion: 5, clientId, clean: false, properties: { sessionExpiryInterval: 300 } } : { protocolVersion: 4, clientId, clean: false }
+}
+
 t.test('[MQTT-3.1.2-1] [MQTT-3.1.2-2] MQTT 3.1 (MQIsdp, level 3) CONNECT is accepted and the client can publish and subscribe', async (t) => {
   const b = await startBroker(t)
-  const { w, connack } = await wireConnect(t, b.port, { clientId: 'v31-raw' }, 3)
+  const { wire: w, connack } = await Wire.connect(t, b.port, 3, { clientId: 'v31-raw' })
   t.equal(connack.returnCode, 0, 'CONNACK return code 0')
-  t.same([...w.received().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK bytes: type 2, length 2, no flags, accepted')
+  t.same([...w.bytes().subarray(0, 4)], [0x20, 0x02, 0x00, 0x00], 'CONNACK bytes: type 2, length 2, no flags, accepted')
 
   const { client, connack: ack, messages } = await connectWithAck(t, b.url, { protocolId: 'MQIsdp', protocolVersion: 3, clientId: 'v31-js' })
   t.equal(ack.returnCode, 0)
@@ -46,11 +41,11 @@ t.test('[MQTT-3.1.2-2] mosquitto_pub/mosquitto_sub interoperate with perch over 
   for (const [flag, level] of versions) {
     const topic = `cli/${flag}`
     const subId = `cli-sub-${flag}`
-    const sub = startCli(t, 'mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', flag, '-i', subId, '-q', '1', '-t', topic, '-C', '1', '-W', '10'])
+    const sub = mosquitto(t, 'mosquitto_sub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', flag, '-i', subId, '-q', '1', '-t', topic, '-C', '1', '-W', '10'])
     await until(() => b.app.broker.sessions.get(subId)?.subscriptions.has(topic) === true, 8000, `mosquitto_sub ${flag} subscribed`)
-    const pub = await runCli('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', flag, '-i', `cli-pub-${flag}`, '-q', '1', '-t', topic, '-m', `hello ${flag}`])
+    const pub = await mosquitto(t, 'mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-V', flag, '-i', `cli-pub-${flag}`, '-q', '1', '-t', topic, '-m', `hello ${flag}`]).done
     t.equal(pub.code, 0, `mosquitto_pub ${flag} exited 0 (${pub.stderr.trim()})`)
-    const res = await sub.exited
+    const res = await sub.done
     t.equal(res.code, 0, `mosquitto_sub ${flag} exited 0 after one message`)
     t.equal(res.stdout.trim(), `hello ${flag}`, `${flag} message delivered`)
     const versionsSeen = logEvents(b.logs, 'client.connected')
@@ -62,10 +57,10 @@ t.test('[MQTT-3.1.2-2] mosquitto_pub/mosquitto_sub interoperate with perch over 
 
 t.test('[MQTT-3.2.0-1] [MQTT-3.2.2-1] (3.1.1) 3.1.1 CONNACK is the first packet back, with session present 0 on a clean session', async (t) => {
   const b = await startBroker(t)
-  const { w, connack } = await wireConnect(t, b.port, { clientId: 'raw311', clean: true })
+  const { wire: w, connack } = await Wire.connect(t, b.port, 4, { clientId: 'raw311', clean: true })
   t.equal(connack.returnCode, 0)
   t.equal(connack.sessionPresent, false)
-  t.same([...w.received()], [0x20, 0x02, 0x00, 0x00], 'exactly one CONNACK: 20 02 00 00')
+  t.same([...w.bytes()], [0x20, 0x02, 0x00, 0x00], 'exactly one CONNACK: 20 02 00 00')
 })
 
 t.test('[MQTT-3.2.2-15] [MQTT-3.2.2-17] [MQTT-4.9.0-1] [MQTT-4.12.0-6] v5 CONNACK announces the server limits and capabilities as properties', async (t) => {
@@ -85,14 +80,14 @@ t.test('[MQTT-3.2.2-15] [MQTT-3.2.2-17] [MQTT-4.9.0-1] [MQTT-4.12.0-6] v5 CONNAC
   t.equal(p.authenticationMethod, undefined, 'no Authentication Method when the client sent none [MQTT-4.12.0-6]')
 
   // A 3.1.1 CONNACK from the same broker carries no properties at all.
-  const { w } = await wireConnect(t, b.port, { clientId: 'props-311' })
-  t.same([...w.received()], [0x20, 0x02, 0x00, 0x00], '3.1.1 CONNACK has no properties')
+  const { wire: w } = await Wire.connect(t, b.port, 4, { clientId: 'props-311' })
+  t.same([...w.bytes()], [0x20, 0x02, 0x00, 0x00], '3.1.1 CONNACK has no properties')
 })
 
 t.test('[MQTT-3.1.3-6] [MQTT-3.2.2-16] an empty v5 client id gets an Assigned Client Identifier that works', async (t) => {
   const b = await startBroker(t)
-  const { w: a, connack: ackA } = await wireConnect(t, b.port, { clientId: '', protocolVersion: 5 }, 5)
-  const { connack: ackB } = await wireConnect(t, b.port, { clientId: '', protocolVersion: 5 }, 5)
+  const { wire: a, connack: ackA } = await Wire.connect(t, b.port, 5, { clientId: '', protocolVersion: 5 })
+  const { connack: ackB } = await Wire.connect(t, b.port, 5, { clientId: '', protocolVersion: 5 })
   t.equal(ackA.reasonCode, 0)
   const idA = ackA.properties?.assignedClientIdentifier
   const idB = ackB.properties?.assignedClientIdentifier
@@ -101,67 +96,68 @@ t.test('[MQTT-3.1.3-6] [MQTT-3.2.2-16] an empty v5 client id gets an Assigned Cl
   t.not(idA, idB, 'each client gets its own id')
   t.ok(idA !== undefined && b.app.broker.hasLive(idA), 'the broker knows the client by the assigned id')
   // The assigned id is a working client: it can subscribe and receive.
-  t.same(await wireSubscribe(a, 'assigned/t', 1), [1])
-  a.sendPacket({ cmd: 'publish', topic: 'assigned/t', payload: Buffer.from('self'), qos: 0, retain: false, dup: false })
-  const got = await a.waitFor('publish')
+  t.same((await a.subscribe([{ topic: 'assigned/t', qos: 1 }], 1)).granted, [1])
+  a.send({ cmd: 'publish', topic: 'assigned/t', payload: Buffer.from('self'), qos: 0, retain: false, dup: false })
+  const got = await a.take('publish')
   t.equal(got.payload.toString(), 'self')
 })
 
 t.test('[MQTT-3.1.3-6] [MQTT-3.1.3-7] 3.1.1 empty client id with clean session 1 is accepted', async (t) => {
   const b = await startBroker(t)
-  const { connack } = await wireConnect(t, b.port, { clientId: '', clean: true })
+  const { connack } = await Wire.connect(t, b.port, 4, { clientId: '', clean: true })
   t.equal(connack.returnCode, 0)
   t.equal(connack.sessionPresent, false)
 })
 
 t.test('[MQTT-3.1.3-8] [MQTT-3.2.2-4] (3.1.1) 3.1.1 empty client id with clean session 0 is refused with return code 2 and closed', async (t) => {
   const b = await startBroker(t)
-  const w = await wire(t, b.port, 4)
-  w.send(handConnect({ clientId: '', flags: 0x00 }))
-  const connack = await w.waitFor('connack')
+  const w = await Wire.open(t, b.port, 4)
+  w.sendBytes(handConnect({ clientId: '', flags: 0x00 }))
+  const connack = await w.take('connack')
   t.equal(connack.returnCode, 2, 'identifier rejected')
   t.equal(connack.sessionPresent, false, 'session present 0 on a refusal')
   await until(() => w.isClosed(), 5000, 'close after refusal')
-  t.same([...w.received()], [0x20, 0x02, 0x00, 0x02], 'CONNACK 20 02 00 02 and nothing else')
+  t.same([...w.bytes()], [0x20, 0x02, 0x00, 0x02], 'CONNACK 20 02 00 02 and nothing else')
   t.equal(b.app.broker.liveCount, 0)
   t.equal(b.app.broker.sessions.size, 0, 'no session was created')
 })
 
 t.test('[MQTT-3.1.3-5] MQTT 3.1 client ids must be 1 to 23 characters: others are refused with return code 2', async (t) => {
   const b = await startBroker(t)
-  const empty = await wire(t, b.port, 3)
-  empty.send(handConnect({ clientId: '', level: 3 }))
-  t.equal((await empty.waitFor('connack')).returnCode, 2, 'empty 3.1 id refused')
+  const empty = await Wire.open(t, b.port, 3)
+  empty.sendBytes(handConnect({ clientId: '', level: 3 }))
+  t.equal((await empty.take('connack')).returnCode, 2, 'empty 3.1 id refused')
   await until(() => empty.isClosed(), 5000, 'close after refusal')
-  const { w: long, connack: longAck } = await wireConnect(t, b.port, { clientId: 'x'.repeat(24) }, 3)
+  const long = await Wire.open(t, b.port, 3)
+  const longAck = await long.handshake({ clientId: 'x'.repeat(24) })
   t.equal(longAck.returnCode, 2, '24-character 3.1 id refused')
   await until(() => long.isClosed(), 5000, 'close after refusal')
-  const { w: ok, connack: okAck } = await wireConnect(t, b.port, { clientId: 'y'.repeat(23) }, 3)
+  const { wire: ok, connack: okAck } = await Wire.connect(t, b.port, 3, { clientId: 'y'.repeat(23) })
   t.equal(okAck.returnCode, 0, '23-character 3.1 id accepted')
   t.notOk(ok.isClosed())
 })
 
 t.test('[MQTT-3.1.2-24] (3.1.1) keepalive: pings keep the connection, silence for 1.5x keepalive closes it without a packet', async (t) => {
   const b = await startBroker(t)
-  const { w } = await wireConnect(t, b.port, { clientId: 'ka311', keepalive: 1 })
-  const timer = setInterval(() => w.sendPacket({ cmd: 'pingreq' }), 300)
+  const { wire: w } = await Wire.connect(t, b.port, 4, { clientId: 'ka311', keepalive: 1 })
+  const timer = setInterval(() => w.send({ cmd: 'pingreq' }), 300)
   t.teardown(() => clearInterval(timer))
   await sleep(2500)
   clearInterval(timer)
   t.notOk(w.isClosed(), 'a client that sends PINGREQ within the keepalive stays connected')
-  t.ok(w.ofType('pingresp').length >= 4, 'each PINGREQ was answered')
+  t.ok(w.all('pingresp').length >= 4, 'each PINGREQ was answered')
   await until(() => w.isClosed(), 5000, 'keepalive close')
-  t.equal(w.ofType('disconnect').length, 0, 'no DISCONNECT in 3.1.1')
+  t.equal(w.all('disconnect').length, 0, 'no DISCONNECT in 3.1.1')
   t.equal(b.app.broker.stats.keepaliveTimeouts, 1)
   t.equal(logEvents(b.logs, 'client.keepalive-timeout').length, 1)
 })
 
 t.test('[MQTT-3.1.2-22] [MQTT-4.13.2-1] v5 keepalive timeout: DISCONNECT 0x8D then close', async (t) => {
   const b = await startBroker(t)
-  const { w } = await wireConnect(t, b.port, { clientId: 'ka5', keepalive: 1 }, 5)
+  const { wire: w } = await Wire.connect(t, b.port, 5, { clientId: 'ka5', keepalive: 1 })
   await until(() => w.isClosed(), 5000, 'keepalive close')
   t.equal(w.disconnectCode(), 0x8d, 'Keep Alive timeout')
-  const last = frames(w.received()).at(-1)
+  const last = frames(w.bytes()).at(-1)
   t.equal(last?.type, PACKET.DISCONNECT, 'DISCONNECT is the last packet before the close')
   t.equal(b.app.broker.stats.keepaliveTimeouts, 1)
 })
@@ -177,7 +173,7 @@ t.test('[MQTT-3.2.2-21] [MQTT-3.2.2-22] v5 Server Keep Alive is reported when th
 
   // The server's value is the one enforced: asked 60 s, told 1 s, silent => 0x8D.
   const b1 = await startBroker(t, { limits: { maxKeepalive: 1 } })
-  const { w, connack } = await wireConnect(t, b1.port, { clientId: 'ska-enforced', keepalive: 60 }, 5)
+  const { wire: w, connack } = await Wire.connect(t, b1.port, 5, { clientId: 'ska-enforced', keepalive: 60 })
   t.equal(connack.properties?.serverKeepAlive, 1)
   await until(() => w.isClosed(), 5000, 'server keepalive close')
   t.equal(w.disconnectCode(), 0x8d)
@@ -185,13 +181,15 @@ t.test('[MQTT-3.2.2-21] [MQTT-3.2.2-22] v5 Server Keep Alive is reported when th
 
 t.test('[MQTT-3.1.2-24] [MQTT-3.2.2-4] (3.1.1) a 3.1.1 client with a keepalive above maxKeepalive is refused (return code 2)', async (t) => {
   const b = await startBroker(t, { limits: { maxKeepalive: 10 } })
-  const { w, connack } = await wireConnect(t, b.port, { clientId: 'ka-over', keepalive: 11 })
+  const w = await Wire.open(t, b.port, 4)
+  const connack = await w.handshake({ clientId: 'ka-over', keepalive: 11 })
   t.equal(connack.returnCode, 2)
   t.equal(connack.sessionPresent, false)
   await until(() => w.isClosed(), 5000, 'close after refusal')
-  const { connack: none } = await wireConnect(t, b.port, { clientId: 'ka-none', keepalive: 0 })
+  const unbounded = await Wire.open(t, b.port, 4)
+  const none = await unbounded.handshake({ clientId: 'ka-none', keepalive: 0 })
   t.equal(none.returnCode, 2, 'keepalive 0 (unbounded) is above any maximum too')
-  const { connack: ok } = await wireConnect(t, b.port, { clientId: 'ka-ok', keepalive: 10 })
+  const { connack: ok } = await Wire.connect(t, b.port, 4, { clientId: 'ka-ok', keepalive: 10 })
   t.equal(ok.returnCode, 0, 'keepalive equal to the maximum is accepted')
   t.equal(b.app.broker.liveCount, 1)
 })
@@ -199,11 +197,11 @@ t.test('[MQTT-3.1.2-24] [MQTT-3.2.2-4] (3.1.1) a 3.1.1 client with a keepalive a
 t.test('[MQTT-3.12.4-1] PINGREQ is answered with PINGRESP (3.1.1 and 5.0)', async (t) => {
   const b = await startBroker(t)
   for (const version of [4, 5] as const) {
-    const { w } = await wireConnect(t, b.port, { clientId: `ping-${version}` }, version)
-    const before = w.received().length
-    w.send([0xc0, 0x00])
-    await w.waitFor('pingresp')
-    t.same([...w.received().subarray(before)], [0xd0, 0x00], `v${version}: PINGRESP bytes d0 00`)
+    const { wire: w } = await Wire.connect(t, b.port, version, { clientId: `ping-${version}` })
+    const before = w.bytes().length
+    w.sendBytes([0xc0, 0x00])
+    await w.take('pingresp')
+    t.same([...w.bytes().subarray(before)], [0xd0, 0x00], `v${version}: PINGRESP bytes d0 00`)
     t.notOk(w.isClosed())
   }
 })
@@ -228,8 +226,8 @@ t.test('[MQTT-3.1.4-3] session takeover: the old v5 connection gets DISCONNECT 0
 
 t.test('[MQTT-3.1.4-2] (3.1.1) 3.1.1 takeover closes the old connection without a DISCONNECT packet', async (t) => {
   const b = await startBroker(t)
-  const { w: old } = await wireConnect(t, b.port, { clientId: 'dup311' })
-  const { connack } = await wireConnect(t, b.port, { clientId: 'dup311' })
+  const { wire: old } = await Wire.connect(t, b.port, 4, { clientId: 'dup311' })
+  const { connack } = await Wire.connect(t, b.port, 4, { clientId: 'dup311' })
   t.equal(connack.returnCode, 0)
   await until(() => old.isClosed(), 5000, 'old connection closed')
   t.same(
@@ -243,7 +241,7 @@ t.test('[MQTT-3.1.4-3] [MQTT-3.2.2-3] takeover with a persistent session carries
   const b = await startBroker(t)
   for (const version of [4, 5] as const) {
     const id = `carry-${version}`
-    const opts = version === 5 ? { protocolVersion: 5 as const, clientId: id, clean: false, properties: { sessionExpiryInterval: 300 } } : { protocolVersion: 4 as const, clientId: id, clean: false }
+    const opts = persistentOptions(version, id)
     const { client: old } = await connectWithAck(t, b.url, opts)
     await old.subscribeAsync(`carry${version}/#`, { qos: 1 })
     const oldClosed = closedPromise(old)
@@ -263,7 +261,7 @@ t.test('[MQTT-3.1.2-4] [MQTT-3.2.2-2] clean session / clean start discards the o
   const { client: pub } = await connectWithAck(t, b.url, { clientId: 'clean-pub' })
   for (const version of [4, 5] as const) {
     const id = `clean-${version}`
-    const persistent = version === 5 ? { protocolVersion: 5 as const, clientId: id, clean: false, properties: { sessionExpiryInterval: 300 } } : { protocolVersion: 4 as const, clientId: id, clean: false }
+    const persistent = persistentOptions(version, id)
     const { client: first } = await connectWithAck(t, b.url, persistent)
     await first.subscribeAsync(`old${version}/t`, { qos: 1 })
     await first.endAsync()
@@ -272,7 +270,7 @@ t.test('[MQTT-3.1.2-4] [MQTT-3.2.2-2] clean session / clean start discards the o
     await pub.publishAsync(`old${version}/t`, 'queued-before-clean', { qos: 1 })
     t.equal(b.app.broker.sessions.get(id)?.queued, 1, 'the stored session holds the offline message')
 
-    const cleanOpts = version === 5 ? { protocolVersion: 5 as const, clientId: id, clean: true } : { protocolVersion: 4 as const, clientId: id, clean: true }
+    const cleanOpts = { protocolVersion: version, clientId: id, clean: true }
     const { client: again, connack, messages } = await connectWithAck(t, b.url, cleanOpts)
     t.equal(connack.sessionPresent, false, `v${version}: session present 0 after a clean start`)
     await again.subscribeAsync(`sentinel${version}/t`, { qos: 1 })
@@ -292,7 +290,7 @@ t.test('[MQTT-3.1.2-5] [MQTT-3.2.2-3] [MQTT-3.1.2-23] a persistent session resum
   const { client: pub } = await connectWithAck(t, b.url, { clientId: 'persist-pub' })
   for (const version of [4, 5] as const) {
     const id = `persist-${version}`
-    const opts = version === 5 ? { protocolVersion: 5 as const, clientId: id, clean: false, properties: { sessionExpiryInterval: 300 } } : { protocolVersion: 4 as const, clientId: id, clean: false }
+    const opts = persistentOptions(version, id)
     const { client: first, connack: firstAck } = await connectWithAck(t, b.url, opts)
     t.equal(firstAck.sessionPresent, false, 'no session the first time')
     await first.subscribeAsync(`persist${version}/t`, { qos: 1 })
@@ -326,14 +324,14 @@ t.test('[MQTT-3.1.2-5] mosquitto_sub -c resumes its persistent session and recei
     const topic = `clip/${flag}`
     const common = ['-h', '127.0.0.1', '-p', String(b.port), '-V', flag, '-i', id, '-c', '-q', '1', '-t', topic]
     if (flag === 'mqttv5') common.push('-x', '300')
-    const first = startCli(t, 'mosquitto_sub', common)
+    const first = mosquitto(t, 'mosquitto_sub', common)
     await until(() => b.app.broker.sessions.get(id)?.subscriptions.has(topic) === true, 8000, `${flag} subscribed`)
     first.kill('SIGKILL')
-    await first.exited
+    await first.done
     await until(() => !b.app.broker.hasLive(id), 5000, 'first mosquitto_sub gone')
     await pub.publishAsync(topic, 'queued-1', { qos: 1 })
     await pub.publishAsync(topic, 'queued-2', { qos: 1 })
-    const second = await runCli('mosquitto_sub', [...common, '-C', '2', '-W', '8'])
+    const second = await mosquitto(t, 'mosquitto_sub', [...common, '-C', '2', '-W', '8']).done
     t.equal(second.code, 0, `${flag}: mosquitto_sub got its two messages (${second.stderr.trim()})`)
     t.same(second.stdout.trim().split('\n'), ['queued-1', 'queued-2'], `${flag}: queued messages delivered in order`)
   }
@@ -341,16 +339,16 @@ t.test('[MQTT-3.1.2-5] mosquitto_sub -c resumes its persistent session and recei
 
 t.test('[MQTT-3.2.2-1] MQTT 3.1 CONNACK has no session present flag even when the session is resumed', async (t) => {
   const b = await startBroker(t)
-  const { w: first } = await wireConnect(t, b.port, { clientId: 'v31-persist', clean: false }, 3)
-  t.same(await wireSubscribe(first, 'v31p/t', 1), [1])
-  first.sendPacket({ cmd: 'disconnect' })
+  const { wire: first } = await Wire.connect(t, b.port, 3, { clientId: 'v31-persist', clean: false })
+  t.same((await first.subscribe([{ topic: 'v31p/t', qos: 1 }], 1)).granted, [1])
+  first.send({ cmd: 'disconnect' })
   await until(() => !b.app.broker.hasLive('v31-persist'), 5000, 'disconnected')
   const { client: pub } = await connectWithAck(t, b.url, { clientId: 'v31-persist-pub' })
   await pub.publishAsync('v31p/t', 'kept', { qos: 1 })
-  const { w: again } = await wireConnect(t, b.port, { clientId: 'v31-persist', clean: false }, 3)
-  const bytes = [...again.received().subarray(0, 4)]
+  const { wire: again } = await Wire.connect(t, b.port, 3, { clientId: 'v31-persist', clean: false })
+  const bytes = [...again.bytes().subarray(0, 4)]
   t.same(bytes, [0x20, 0x02, 0x00, 0x00], 'the 3.1 CONNACK acknowledge-flags byte is reserved (0)')
-  const got = await again.waitFor('publish')
+  const got = await again.take('publish')
   t.equal(got.payload.toString(), 'kept', 'the 3.1 session was resumed nonetheless')
 })
 
@@ -413,18 +411,18 @@ t.test('[MQTT-3.1.2-23] [MQTT-3.14.2-2] v5 DISCONNECT may change the session exp
   await until(() => messages.length === 1, 5000, 'message through the kept subscription')
 
   // 0 at CONNECT, non-zero at DISCONNECT: protocol error.
-  const { w } = await wireConnect(t, b.port, { clientId: 'dexp-bad' }, 5)
-  w.sendPacket({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 30 } })
+  const { wire: w } = await Wire.connect(t, b.port, 5, { clientId: 'dexp-bad' })
+  w.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 30 } })
   await until(() => w.isClosed(), 5000, 'close')
   t.equal(w.disconnectCode(), 0x82, 'server answers with DISCONNECT 0x82 Protocol Error')
-  t.equal(w.ofType('disconnect')[0]?.properties?.sessionExpiryInterval, undefined, 'the server DISCONNECT carries no Session Expiry Interval [MQTT-3.14.2-2]')
+  t.equal(w.all('disconnect')[0]?.properties?.sessionExpiryInterval, undefined, 'the server DISCONNECT carries no Session Expiry Interval [MQTT-3.14.2-2]')
   t.equal(b.app.broker.sessions.get('dexp-bad'), undefined, 'the session was not revived')
 })
 
 t.test('[MQTT-4.12.0-7] [MQTT-4.13.1-1] a v5 AUTH packet without enhanced authentication is refused with DISCONNECT', async (t) => {
   const b = await startBroker(t)
-  const { w } = await wireConnect(t, b.port, { clientId: 'auth-pkt' }, 5)
-  w.sendPacket({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-1', authenticationData: Buffer.from('x') } })
+  const { wire: w } = await Wire.connect(t, b.port, 5, { clientId: 'auth-pkt' })
+  w.send({ cmd: 'auth', reasonCode: 0x18, properties: { authenticationMethod: 'SCRAM-SHA-1', authenticationData: Buffer.from('x') } })
   await until(() => w.isClosed(), 5000, 'close')
   const code = w.disconnectCode()
   t.ok(code === 0x82 || code === 0x8c, `DISCONNECT 0x82 or 0x8C (got ${code})`)
@@ -433,7 +431,8 @@ t.test('[MQTT-4.12.0-7] [MQTT-4.13.1-1] a v5 AUTH packet without enhanced authen
 
 t.test('[MQTT-4.12.0-1] [MQTT-3.2.2-6] CONNECT with an Authentication Method is refused with CONNACK 0x8C', async (t) => {
   const b = await startBroker(t)
-  const { w, connack } = await wireConnect(t, b.port, { clientId: 'auth-method', properties: { authenticationMethod: 'SCRAM-SHA-1' } }, 5)
+  const w = await Wire.open(t, b.port, 5)
+  const connack = await w.handshake({ clientId: 'auth-method', properties: { authenticationMethod: 'SCRAM-SHA-1' } })
   t.equal(connack.reasonCode, 0x8c, 'Bad authentication method')
   t.equal(connack.sessionPresent, false)
   await until(() => w.isClosed(), 5000, 'close after refusal')

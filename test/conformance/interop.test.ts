@@ -1,7 +1,7 @@
 import t from 'tap'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { mosquitto, mosquittoPub, type RunningTool } from '../helpers/cli.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
-import { mosquitto, mosquittoPub, type RunningTool } from '../helpers/mosquitto.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void

@@ -1,19 +1,10 @@
+import type { MqttClient } from 'mqtt'
 import t from 'tap'
 import { startBroker } from '../helpers/broker.js'
-import { sleep, until } from '../helpers/clients.js'
-import {
-  connectWithAck,
-  frames,
-  handConnect,
-  healthyPair,
-  PACKET,
-  rawPublish,
-  runCli,
-  type Wire,
-  wire,
-  wireConnect,
-  wireSubscribe,
-} from '../helpers/conformance-wire.js'
+import { mosquitto } from '../helpers/cli.js'
+import { connectWithAck, healthyPair, sleep, until } from '../helpers/clients.js'
+import { Wire } from '../helpers/raw-client.js'
+import { frames, handConnect, PACKET, rawPublish } from '../helpers/wire.js'
 
 // Configured limits: connections, packet size, CONNECT timeout, topic length and depth,
 // per-session queues, the outgoing in-flight window and slow consumers.
@@ -23,14 +14,16 @@ t.test('[MQTT-3.1.4-2] [MQTT-3.2.2-6] [MQTT-4.13.2-1] limits.maxConnections: the
   const { client: first } = await connectWithAck(t, b.url, { protocolVersion: 5, clientId: 'mc-1' })
   await connectWithAck(t, b.url, { protocolVersion: 4, clientId: 'mc-2' })
 
-  const { w: v5, connack: ack5 } = await wireConnect(t, b.port, { clientId: 'mc-3' }, 5)
+  const v5 = await Wire.open(t, b.port, 5)
+  const ack5 = await v5.handshake({ clientId: 'mc-3' })
   t.equal(ack5.reasonCode, 0x89, 'v5: Server busy')
   t.equal(ack5.sessionPresent, false)
   await until(() => v5.isClosed(), 5000, 'refused v5 client closed')
-  const { w: v4, connack: ack4 } = await wireConnect(t, b.port, { clientId: 'mc-4' }, 4)
+  const v4 = await Wire.open(t, b.port, 4)
+  const ack4 = await v4.handshake({ clientId: 'mc-4' })
   t.equal(ack4.returnCode, 3, '3.1.1: Server unavailable')
   await until(() => v4.isClosed(), 5000, 'refused 3.1.1 client closed')
-  const cli = await runCli('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-i', 'mc-cli', '-t', 'mc/t', '-m', 'x'])
+  const cli = await mosquitto(t, 'mosquitto_pub', ['-h', '127.0.0.1', '-p', String(b.port), '-i', 'mc-cli', '-t', 'mc/t', '-m', 'x']).done
   t.not(cli.code, 0, `mosquitto_pub is refused too (${cli.stderr.trim()})`)
   t.equal(b.app.broker.stats.refusedMaxConnections, 3)
   t.equal(b.app.broker.liveCount, 2)
@@ -56,26 +49,26 @@ t.test('[MQTT-3.2.2-15] [MQTT-4.13.1-1] limits.maxPacketSize is announced in the
   const { client: sub, messages } = await connectWithAck(t, b.url, { protocolVersion: 4, clientId: 'mps-sub' })
   await sub.subscribeAsync('m/#', { qos: 0 })
   // rawPublish('m', N bytes) in 3.1.1 is 1 + 2 (length) + 3 (topic) + N bytes long.
-  const { w: fits } = await wireConnect(t, b.port, { clientId: 'mps-fits' }, 4)
+  const { wire: fits } = await Wire.connect(t, b.port, 4, { clientId: 'mps-fits' })
   const exact = rawPublish('m', Buffer.alloc(1018, 0x61))
   t.equal(exact.length, 1024)
-  fits.send(exact)
+  fits.sendBytes(exact)
   await until(() => messages.length === 1, 5000, 'the 1024-byte packet delivered')
   t.equal(messages[0]?.payload.length, 1018)
   t.notOk(fits.isClosed(), 'a packet of exactly maxPacketSize is accepted')
 
-  const { w: over } = await wireConnect(t, b.port, { clientId: 'mps-over' }, 5)
+  const { wire: over } = await Wire.connect(t, b.port, 5, { clientId: 'mps-over' })
   const oneMore = rawPublish('m', Buffer.alloc(1018, 0x62), { version: 5 })
   t.equal(oneMore.length, 1025)
-  over.send(oneMore)
+  over.sendBytes(oneMore)
   await until(() => over.isClosed(), 5000, 'closed for 1025 bytes')
   t.equal(over.disconnectCode(), 0x95, 'DISCONNECT 0x95 Packet too large')
   t.equal(b.app.broker.stats.packetsTooLarge, 1)
 
   // A 2000-byte PUBLISH from a raw v5 connection, while a healthy client keeps going.
   const healthy = await healthyPair(t, b.url)
-  const { w: big } = await wireConnect(t, b.port, { clientId: 'mps-2000' }, 5)
-  big.send(rawPublish('m/big', Buffer.alloc(2000, 0x63), { version: 5 }))
+  const { wire: big } = await Wire.connect(t, b.port, 5, { clientId: 'mps-2000' })
+  big.sendBytes(rawPublish('m/big', Buffer.alloc(2000, 0x63), { version: 5 }))
   await until(() => big.isClosed(), 5000, 'closed for 2000 bytes')
   t.equal(big.disconnectCode(), 0x95)
   await healthy.check()
@@ -107,12 +100,12 @@ t.test('[MQTT-3.1.0-1] (3.1.4 CONNECT timeout) limits.connectTimeout closes conn
   const b = await startBroker(t, { limits: { connectTimeout: 1 } })
   const { client: inTime, messages } = await connectWithAck(t, b.url, { protocolVersion: 5, clientId: 'ct-ok' })
   await inTime.subscribeAsync('ct/t', { qos: 0 })
-  const silent = await wire(t, b.port, 4)
-  const partial = await wire(t, b.port, 4)
-  partial.send(handConnect({ clientId: 'ct-partial' }).subarray(0, 6)) // half a CONNECT
+  const silent = await Wire.open(t, b.port, 4)
+  const partial = await Wire.open(t, b.port, 4)
+  partial.sendBytes(handConnect({ clientId: 'ct-partial' }).subarray(0, 6)) // half a CONNECT
   await until(() => silent.isClosed() && partial.isClosed(), 5000, 'both closed by the CONNECT timeout')
-  t.equal(silent.received().length, 0)
-  t.equal(partial.received().length, 0)
+  t.equal(silent.bytes().length, 0)
+  t.equal(partial.bytes().length, 0)
   t.equal(b.app.broker.stats.connectTimeouts, 2)
   await sleep(1200)
   t.ok(inTime.connected, 'a client that completed CONNECT is not affected by the timeout')
@@ -138,12 +131,12 @@ t.test('[MQTT-4.7.3-3] [MQTT-3.8.4-6] [MQTT-3.9.3-1] limits.maxTopicLength / max
 
   const tooLong = ['a'.repeat(33), 'a/b/c/d/e', 'é'.repeat(17)]
   for (const topic of tooLong) {
-    const { w: v5 } = await wireConnect(t, b.port, { clientId: `tl5-${topic.length}` }, 5)
-    v5.send(rawPublish(topic, 'x', { version: 5 }))
+    const { wire: v5 } = await Wire.connect(t, b.port, 5, { clientId: `tl5-${topic.length}` })
+    v5.sendBytes(rawPublish(topic, 'x', { version: 5 }))
     await until(() => v5.isClosed(), 5000, 'v5 closed')
     t.equal(v5.disconnectCode(), 0x90, `v5 PUBLISH to ${topic}: DISCONNECT 0x90`)
-    const { w: v4 } = await wireConnect(t, b.port, { clientId: `tl4-${topic.length}` }, 4)
-    v4.send(rawPublish(topic, 'x'))
+    const { wire: v4 } = await Wire.connect(t, b.port, 4, { clientId: `tl4-${topic.length}` })
+    v4.sendBytes(rawPublish(topic, 'x'))
     await until(() => v4.isClosed(), 5000, '3.1.1 closed')
     t.same(
       v4.packets.map((p) => p.cmd),
@@ -156,23 +149,22 @@ t.test('[MQTT-4.7.3-3] [MQTT-3.8.4-6] [MQTT-3.9.3-1] limits.maxTopicLength / max
   t.equal(messages[3]?.topic, 'tl/sentinel', 'none of the over-limit topics was delivered')
 
   for (const version of [4, 5] as const) {
-    const { w } = await wireConnect(t, b.port, { clientId: `tl-subscribe-${version}` }, version)
-    w.sendPacket({
-      cmd: 'subscribe',
-      messageId: 9,
-      subscriptions: [
+    const { wire: w } = await Wire.connect(t, b.port, version, { clientId: `tl-subscribe-${version}` })
+    const suback = await w.subscribe(
+      [
         { topic: 'b'.repeat(33), qos: 1 },
         { topic: 'a/b/c/d/#', qos: 1 },
         { topic: 'a/b/c/#', qos: 1 },
       ],
-    })
-    const suback = await w.waitFor('suback')
+      9,
+    )
     const failure = version === 5 ? 0x8f : 0x80
     t.same(suback.granted, [failure, failure, 1], `v${version}: SUBACK [${failure}, ${failure}, 1]`)
     t.notOk(w.isClosed(), 'a refused filter does not close the connection')
   }
 
-  const { w: will, connack } = await wireConnect(t, b.port, { clientId: 'tl-will', will: { topic: 'w/w/w/x/y', payload: Buffer.from('x'), qos: 0, retain: false } }, 5)
+  const will = await Wire.open(t, b.port, 5)
+  const connack = await will.handshake({ clientId: 'tl-will', will: { topic: 'w/w/w/x/y', payload: Buffer.from('x'), qos: 0, retain: false } })
   t.equal(connack.reasonCode, 0x90, 'a will topic over the level limit is refused in CONNACK (0x90)')
   await until(() => will.isClosed(), 5000, 'closed')
 })
@@ -225,20 +217,27 @@ t.test('[MQTT-3.1.2-23] [MQTT-4.6.0-6] limits.maxQueuedBytes bounds an offline s
   )
 })
 
+/**
+ * Publishes a QoS 0 `sentinel` and waits for `sub` to receive it: QoS 0 is not held by the
+ * in-flight window, so once it arrives every earlier send is done.
+ */
+async function flush(pub: MqttClient, sub: Wire, topic: string, sentinel: string): Promise<void> {
+  await pub.publishAsync(topic, sentinel, { qos: 0 })
+  await sub.take('publish', (p) => p.payload.toString() === sentinel)
+}
+
 /** QoS 1 PUBLISH packets (not the QoS 0 sentinels) received so far. */
 function qos1(w: Wire): { messageId: number; payload: string }[] {
-  return w.ofType('publish').filter((p) => p.qos === 1).map((p) => ({ messageId: p.messageId ?? 0, payload: p.payload.toString() }))
+  return w.all('publish').filter((p) => p.qos === 1).map((p) => ({ messageId: p.messageId ?? 0, payload: p.payload.toString() }))
 }
 
 t.test('[MQTT-4.9.0-2] [MQTT-4.6.0-6] limits.maxInflight: a subscriber that never acknowledges gets only 2 QoS 1 messages until it acks one', async (t) => {
   const b = await startBroker(t, { limits: { maxInflight: 2 } })
-  const { w: sub } = await wireConnect(t, b.port, { clientId: 'if-sub' }, 4)
-  t.same(await wireSubscribe(sub, 'if/t', 1), [1])
+  const { wire: sub } = await Wire.connect(t, b.port, 4, { clientId: 'if-sub' })
+  t.same((await sub.subscribe([{ topic: 'if/t', qos: 1 }], 1)).granted, [1])
   const { client: pub } = await connectWithAck(t, b.url, { clientId: 'if-pub' })
   for (let i = 1; i <= 5; i++) await pub.publishAsync('if/t', `m${i}`, { qos: 1 })
-  // A QoS 0 message is not held by the window: once it arrives, earlier sends are done.
-  await pub.publishAsync('if/t', 'sentinel-1', { qos: 0 })
-  await sub.waitFor('publish', (p) => p.payload.toString() === 'sentinel-1')
+  await flush(pub, sub, 'if/t', 'sentinel-1')
   t.same(
     qos1(sub).map((p) => p.payload),
     ['m1', 'm2'],
@@ -246,17 +245,16 @@ t.test('[MQTT-4.9.0-2] [MQTT-4.6.0-6] limits.maxInflight: a subscriber that neve
   )
   t.equal(b.app.broker.sessions.get('if-sub')?.queued, 3)
 
-  sub.sendPacket({ cmd: 'puback', messageId: qos1(sub)[0]?.messageId ?? 0 })
+  sub.send({ cmd: 'puback', messageId: qos1(sub)[0]?.messageId ?? 0 })
   await until(() => qos1(sub).length === 3, 5000, 'third message after one PUBACK')
-  await pub.publishAsync('if/t', 'sentinel-2', { qos: 0 })
-  await sub.waitFor('publish', (p) => p.payload.toString() === 'sentinel-2')
+  await flush(pub, sub, 'if/t', 'sentinel-2')
   t.same(
     qos1(sub).map((p) => p.payload),
     ['m1', 'm2', 'm3'],
     'exactly one more after one acknowledgement',
   )
 
-  for (const p of qos1(sub).slice(1)) sub.sendPacket({ cmd: 'puback', messageId: p.messageId })
+  for (const p of qos1(sub).slice(1)) sub.send({ cmd: 'puback', messageId: p.messageId })
   await until(() => qos1(sub).length === 5, 5000, 'the rest after acknowledging')
   t.same(
     qos1(sub).map((p) => p.payload),
@@ -267,18 +265,17 @@ t.test('[MQTT-4.9.0-2] [MQTT-4.6.0-6] limits.maxInflight: a subscriber that neve
 
 t.test('[MQTT-3.3.4-9] [MQTT-4.9.0-1] a v5 client Receive Maximum of 1 narrows the window below maxInflight', async (t) => {
   const b = await startBroker(t, { limits: { maxInflight: 10 } })
-  const { w: sub } = await wireConnect(t, b.port, { clientId: 'rm-sub', properties: { receiveMaximum: 1 } }, 5)
-  t.same(await wireSubscribe(sub, 'rm/t', 1), [1])
+  const { wire: sub } = await Wire.connect(t, b.port, 5, { clientId: 'rm-sub', properties: { receiveMaximum: 1 } })
+  t.same((await sub.subscribe([{ topic: 'rm/t', qos: 1 }], 1)).granted, [1])
   const { client: pub } = await connectWithAck(t, b.url, { clientId: 'rm-pub' })
   for (let i = 1; i <= 3; i++) await pub.publishAsync('rm/t', `m${i}`, { qos: 1 })
-  await pub.publishAsync('rm/t', 'sentinel', { qos: 0 })
-  await sub.waitFor('publish', (p) => p.payload.toString() === 'sentinel')
+  await flush(pub, sub, 'rm/t', 'sentinel')
   t.same(
     qos1(sub).map((p) => p.payload),
     ['m1'],
     'one unacknowledged message at a time',
   )
-  sub.sendPacket({ cmd: 'puback', messageId: qos1(sub)[0]?.messageId ?? 0 })
+  sub.send({ cmd: 'puback', messageId: qos1(sub)[0]?.messageId ?? 0 })
   await until(() => qos1(sub).length === 2, 5000, 'next message after PUBACK')
   t.equal(qos1(sub)[1]?.payload, 'm2')
 })
@@ -286,12 +283,12 @@ t.test('[MQTT-3.3.4-9] [MQTT-4.9.0-1] a v5 client Receive Maximum of 1 narrows t
 t.test('[MQTT-3.3.4-7] limits.receiveMaximum: a v5 client with more unacknowledged incoming QoS 2 messages gets DISCONNECT 0x93', async (t) => {
   const b = await startBroker(t, { limits: { receiveMaximum: 3 } })
   const healthy = await healthyPair(t, b.url)
-  const { w, connack } = await wireConnect(t, b.port, { clientId: 'rx-max' }, 5)
+  const { wire: w, connack } = await Wire.connect(t, b.port, 5, { clientId: 'rx-max' })
   t.equal(connack.properties?.receiveMaximum, 3, 'Receive Maximum 3 announced')
-  for (let id = 1; id <= 3; id++) w.send(rawPublish('rx/t', `q2-${id}`, { version: 5, qos: 2, id }))
-  await until(() => w.ofType('pubrec').length === 3, 5000, 'three PUBRECs')
+  for (let id = 1; id <= 3; id++) w.sendBytes(rawPublish('rx/t', `q2-${id}`, { version: 5, qos: 2, id }))
+  await until(() => w.all('pubrec').length === 3, 5000, 'three PUBRECs')
   t.notOk(w.isClosed(), 'three unreleased QoS 2 messages are within the limit')
-  w.send(rawPublish('rx/t', 'q2-4', { version: 5, qos: 2, id: 4 }))
+  w.sendBytes(rawPublish('rx/t', 'q2-4', { version: 5, qos: 2, id: 4 }))
   await until(() => w.isClosed(), 5000, 'closed for the fourth')
   t.equal(w.disconnectCode(), 0x93, 'Receive Maximum exceeded')
   await healthy.check()
@@ -323,16 +320,14 @@ interface Teardown {
  */
 async function slowConsumerSetup(t: Teardown, policy: 'drop' | 'disconnect', slowVersion: 4 | 5) {
   const b = await startBroker(t, { limits: { maxWriteBuffer: 65_536, slowConsumerPolicy: policy } })
-  const { w: slow } = await wireConnect(t, b.port, { clientId: 'slow' }, slowVersion)
-  slow.sendPacket({
-    cmd: 'subscribe',
-    messageId: 1,
-    subscriptions: [
+  const { wire: slow } = await Wire.connect(t, b.port, slowVersion, { clientId: 'slow' })
+  const suback = await slow.subscribe(
+    [
       { topic: 'sc/#', qos: 0 },
       { topic: 'sc/end', qos: 1 },
     ],
-  })
-  const suback = await slow.waitFor('suback')
+    1,
+  )
   slow.socket.pause() // reads nothing more until resumed
   const { client: normal } = await connectWithAck(t, b.url, { protocolVersion: 4, clientId: 'normal' })
   let normalCount = 0
@@ -343,7 +338,7 @@ async function slowConsumerSetup(t: Teardown, policy: 'drop' | 'disconnect', slo
     normalCount++
   })
   await normal.subscribeAsync('sc/#', { qos: 0 })
-  const { w: pub } = await wireConnect(t, b.port, { clientId: 'fast-pub' }, 4)
+  const { wire: pub } = await Wire.connect(t, b.port, 4, { clientId: 'fast-pub' })
   let sent = 0
   return {
     b,
@@ -356,7 +351,7 @@ async function slowConsumerSetup(t: Teardown, policy: 'drop' | 'disconnect', slo
     /** Sends up to `batches` batches, each waited for at the normal subscriber, until `stop`. */
     async pump(batches: number, stop: () => boolean = () => false): Promise<void> {
       for (let i = 0; i < batches && !stop(); i++) {
-        pub.send(batchBytes(sent))
+        pub.sendBytes(batchBytes(sent))
         sent += BATCH
         await until(() => normalCount === sent, 20_000, `normal subscriber to receive ${sent} messages`)
       }
@@ -378,9 +373,9 @@ t.test('[MQTT-4.6.0-6] slow consumer (policy drop): a subscriber that never read
 
   // Once it reads again it gets what was buffered, then a QoS 1 end marker that waited in its queue.
   s.slow.socket.resume()
-  s.pub.send(rawPublish('sc/end', 'end', { qos: 1, id: 1 }))
-  await s.slow.waitFor('publish', (p) => p.topic === 'sc/end', 15_000)
-  const got = s.slow.ofType('publish').filter((p) => p.topic === 'sc/data').length
+  s.pub.sendBytes(rawPublish('sc/end', 'end', { qos: 1, id: 1 }))
+  await s.slow.take('publish', (p) => p.topic === 'sc/end', 15_000)
+  const got = s.slow.all('publish').filter((p) => p.topic === 'sc/data').length
   t.ok(got < sent, `the slow consumer received only part of the stream (${got} of ${sent})`)
   t.equal(got + dropped, sent, 'every message was either delivered to it or counted as dropped')
   t.equal(s.b.app.broker.stats.droppedSlowConsumer, dropped, 'nothing dropped once it reads again')
@@ -397,7 +392,7 @@ t.test('[MQTT-4.13.2-1] slow consumer (policy disconnect): the subscriber that n
   t.equal(s.normalCount(), s.sent(), 'the normal subscriber received every message published')
   s.slow.socket.resume()
   await until(() => s.slow.isClosed(), 10_000, 'slow consumer socket closed')
-  const last = frames(s.slow.received()).at(-1)
+  const last = frames(s.slow.bytes()).at(-1)
   t.equal(last?.type, PACKET.DISCONNECT, 'its last packet is a DISCONNECT')
   t.equal(last?.body[0], 0x97, 'reason code 0x97 Quota exceeded')
 

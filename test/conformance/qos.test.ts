@@ -1,8 +1,9 @@
+import type { Test } from 'tap'
 import t from 'tap'
 import { startBroker } from '../helpers/broker.js'
+import { mosquitto, mosquittoPub } from '../helpers/cli.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
-import { mosquitto, mosquittoPub } from '../helpers/mosquitto.js'
-import { Wire } from '../helpers/packet-client.js'
+import { Wire } from '../helpers/raw-client.js'
 
 type QoS = 0 | 1 | 2
 const QOS: readonly QoS[] = [0, 1, 2]
@@ -137,17 +138,26 @@ t.test('QoS 2 exactly once across a reconnect: after PUBREC the broker resends P
 
 for (const version of [4, 5] as const) {
   const session = version === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false }
-  t.test(`v${version}: an unacknowledged QoS 1 PUBLISH is resent with DUP=1 and the same packet id after reconnect [MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-4.3.2-3]`, async (t) => {
-    const b = await startBroker(t)
-    const { wire: s1 } = await Wire.connect(t, b.port, version, { clientId: 'q1-sub', ...session })
-    await s1.subscribe([{ topic: 'x/q1', qos: 1 }], 1)
-    const pub = await connectClient(t, b.url, { clientId: 'q1-pub', protocolVersion: version })
-    await pub.publishAsync('x/q1', 'again', { qos: 1 })
-    const first = await s1.take('publish')
-    t.equal(first.dup, false, 'first delivery has DUP=0')
-    await s1.drop() // without PUBACK
 
-    const { wire: s2, connack } = await Wire.connect(t, b.port, version, { clientId: 'q1-sub', ...session })
+  /**
+   * A raw subscriber with a persistent session gets `payload` on x/`name` at `qos`, drops the
+   * connection without acknowledging it and connects again.
+   */
+  const dropUnacknowledged = async (t: Test, name: string, qos: 1 | 2, payload: string) => {
+    const b = await startBroker(t)
+    const { wire: s1 } = await Wire.connect(t, b.port, version, { clientId: `${name}-sub`, ...session })
+    await s1.subscribe([{ topic: `x/${name}`, qos }], 1)
+    const pub = await connectClient(t, b.url, { clientId: `${name}-pub`, protocolVersion: version })
+    await pub.publishAsync(`x/${name}`, payload, { qos })
+    const first = await s1.take('publish')
+    await s1.drop()
+    const { wire: s2, connack } = await Wire.connect(t, b.port, version, { clientId: `${name}-sub`, ...session })
+    return { pub, first, s2, connack }
+  }
+
+  t.test(`v${version}: an unacknowledged QoS 1 PUBLISH is resent with DUP=1 and the same packet id after reconnect [MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-4.3.2-3]`, async (t) => {
+    const { pub, first, s2, connack } = await dropUnacknowledged(t, 'q1', 1, 'again')
+    t.equal(first.dup, false, 'first delivery has DUP=0')
     t.equal(connack.sessionPresent, true)
     const again = await s2.take('publish')
     t.equal(again.dup, true, 'redelivery has DUP=1')
@@ -163,16 +173,8 @@ for (const version of [4, 5] as const) {
   })
 
   t.test(`v${version}: a QoS 2 PUBLISH without PUBREC is resent with DUP=1 and the same id after reconnect [MQTT-4.4.0-1] [MQTT-4.3.3-3] [MQTT-3.3.1-1]`, async (t) => {
-    const b = await startBroker(t)
-    const { wire: s1 } = await Wire.connect(t, b.port, version, { clientId: 'q2n-sub', ...session })
-    await s1.subscribe([{ topic: 'x/q2n', qos: 2 }], 1)
-    const pub = await connectClient(t, b.url, { clientId: 'q2n-pub', protocolVersion: version })
-    await pub.publishAsync('x/q2n', 'unreceived', { qos: 2 })
-    const first = await s1.take('publish')
+    const { pub, first, s2 } = await dropUnacknowledged(t, 'q2n', 2, 'unreceived')
     t.equal(first.dup, false)
-    await s1.drop()
-
-    const { wire: s2 } = await Wire.connect(t, b.port, version, { clientId: 'q2n-sub', ...session })
     const again = await s2.take('publish')
     t.equal(again.dup, true)
     t.equal(again.messageId, first.messageId)

@@ -1,9 +1,9 @@
 import type { MqttClient } from 'mqtt'
 import t from 'tap'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { mosquitto, mosquittoPub } from '../helpers/cli.js'
 import { collect, connectClient, type Received, until } from '../helpers/clients.js'
-import { mosquitto, mosquittoPub } from '../helpers/mosquitto.js'
-import { Wire } from '../helpers/packet-client.js'
+import { Wire } from '../helpers/raw-client.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void

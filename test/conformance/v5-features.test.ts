@@ -1,44 +1,23 @@
+import type { Test } from 'tap'
 import t from 'tap'
-import { startBroker } from '../helpers/broker.js'
-import { collect, connectClient, type Received, sleep, until } from '../helpers/clients.js'
-import { connectCollecting, frames, Wire } from '../helpers/packet-client.js'
+import { startBroker, type TestBroker } from '../helpers/broker.js'
+import { collect, connectClient, connectWithAck, type Received, sleep, until } from '../helpers/clients.js'
+import { Wire } from '../helpers/raw-client.js'
+import { frame, frames, PACKET, rawPublish, readVarint, str } from '../helpers/wire.js'
 
 const V5 = { protocolVersion: 5 } as const
 
-/** Reads a variable byte integer at `pos`. */
+/** Reads a variable byte integer at `pos` of a PUBLISH body. */
 function varint(buf: Buffer, pos: number): { value: number; next: number } {
-  let value = 0
-  let mul = 1
-  let i = pos
-  for (;;) {
-    const byte = buf[i++] ?? 0
-    value += (byte & 0x7f) * mul
-    mul *= 128
-    if ((byte & 0x80) === 0) return { value, next: i }
-  }
-}
-
-function encodeVarint(n: number): number[] {
-  const out: number[] = []
-  let v = n
-  do {
-    let byte = v % 128
-    v = Math.floor(v / 128)
-    if (v > 0) byte |= 0x80
-    out.push(byte)
-  } while (v > 0)
-  return out
-}
-
-const str = (s: string): Buffer => {
-  const b = Buffer.from(s)
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b])
+  const v = readVarint(buf, pos)
+  if (v === undefined) throw new Error(`bad variable byte integer at ${pos}`)
+  return v
 }
 
 /** The User Property pairs of a v5 PUBLISH frame, in wire order. */
-function userPropertiesInOrder(first: number, body: Buffer): [string, string][] {
+function userPropertiesInOrder(flags: number, body: Buffer): [string, string][] {
   let pos = 2 + body.readUInt16BE(0)
-  if (((first >> 1) & 3) > 0) pos += 2
+  if (((flags >> 1) & 3) > 0) pos += 2
   const len = varint(body, pos)
   const end = len.next + len.value
   pos = len.next
@@ -66,6 +45,18 @@ function userPropertiesInOrder(first: number, body: Buffer): [string, string][] 
 
 const payloads = (got: Received[]): string[] => got.map((m) => m.payload.toString())
 
+/**
+ * A v5 session (expiry 300 s) subscribed to `filter` at QoS 1 and then left offline; returns
+ * the options that resume it.
+ */
+async function offlineSession(t: Test, b: TestBroker, clientId: string, filter: string) {
+  const session = { ...V5, clientId, clean: false, properties: { sessionExpiryInterval: 300 } }
+  const client = await connectClient(t, b.url, session)
+  await client.subscribeAsync(filter, { qos: 1 })
+  await client.endAsync()
+  return session
+}
+
 t.test('user properties reach v5 subscribers unaltered, with their order kept [MQTT-3.3.2-17] [MQTT-3.3.2-18]', async (t) => {
   const b = await startBroker(t)
   const sub = await connectClient(t, b.url, { ...V5, clientId: 'up-sub' })
@@ -83,8 +74,8 @@ t.test('user properties reach v5 subscribers unaltered, with their order kept [M
   t.same(received?.a, ['1', '2', '3'], 'repeated keys keep their values in order')
   // On the wire, to a second subscriber, the pairs come in the order they were sent.
   await raw.take('publish', (p) => p.topic === 'up/x')
-  const frame = frames(raw.bytes()).find((f) => f.first >> 4 === 3)
-  t.same(frame === undefined ? [] : userPropertiesInOrder(frame.first, frame.body), [
+  const published = frames(raw.bytes()).find((f) => f.type === PACKET.PUBLISH)
+  t.same(published === undefined ? [] : userPropertiesInOrder(published.flags, published.body), [
     ['z', 'last-letter'],
     ['a', '1'],
     ['a', '2'],
@@ -110,12 +101,11 @@ t.test(
     const { wire: pub } = await Wire.connect(t, b.port, 5, { clientId: 'upi-pub' })
     const user = (k: string, v: string) => Buffer.concat([Buffer.from([0x26]), str(k), str(v)])
     const props = Buffer.concat([user('a', '1'), user('b', '2'), user('a', '3')])
-    const body = Buffer.concat([str('upi/x'), Buffer.from([0, 1]), Buffer.from(encodeVarint(props.length)), props, Buffer.from('p')])
-    pub.sendBytes(Buffer.concat([Buffer.from([0x32, ...encodeVarint(body.length)]), body]))
+    pub.sendBytes(rawPublish('upi/x', 'p', { version: 5, qos: 1, id: 1, props }))
     await pub.take('puback', (p) => p.messageId === 1)
     await raw.take('publish', (p) => p.topic === 'upi/x')
-    const frame = frames(raw.bytes()).find((f) => f.first >> 4 === 3)
-    const order = frame === undefined ? [] : userPropertiesInOrder(frame.first, frame.body)
+    const published = frames(raw.bytes()).find((f) => f.type === PACKET.PUBLISH)
+    const order = published === undefined ? [] : userPropertiesInOrder(published.flags, published.body)
     t.same(
       order.slice().sort(),
       [
@@ -163,16 +153,13 @@ t.test('message expiry: an expired retained message is not sent to a new subscri
 
 t.test('message expiry: a queued message for an offline session is dropped once expired, the other is forwarded with the remaining interval [MQTT-3.3.2-5] [MQTT-3.3.2-6]', async (t) => {
   const b = await startBroker(t)
-  const session = { ...V5, clientId: 'exp-off', clean: false, properties: { sessionExpiryInterval: 300 } }
-  const s1 = await connectClient(t, b.url, session)
-  await s1.subscribeAsync('off/#', { qos: 1 })
-  await s1.endAsync()
+  const session = await offlineSession(t, b, 'exp-off', 'off/#')
   const pub = await connectClient(t, b.url, { ...V5, clientId: 'exp-off-pub' })
   await pub.publishAsync('off/a', 'expires', { qos: 1, properties: { messageExpiryInterval: 1 } })
   await pub.publishAsync('off/b', 'stays', { qos: 1, properties: { messageExpiryInterval: 100 } })
   await pub.publishAsync('off/c', 'no-expiry', { qos: 1 })
   await sleep(2100)
-  const { client: s2, got } = await connectCollecting(t, b.url, session)
+  const { client: s2, messages: got } = await connectWithAck(t, b.url, session)
   t.equal(s2.connected, true)
   await pub.publishAsync('off/sentinel', 's', { qos: 1 })
   await until(() => got.some((m) => m.topic === 'off/sentinel'))
@@ -465,8 +452,7 @@ t.test('a client PUBLISH with a Subscription Identifier, or SUBSCRIBE with ident
   t.equal((await p.take('disconnect')).reasonCode, 0x82)
   const { wire: s } = await Wire.connect(t, b.port, 5, { clientId: 'sid-bad-sub' })
   // mqtt-packet refuses to encode identifier 0, so the SUBSCRIBE is written by hand.
-  const body = Buffer.concat([Buffer.from([0, 1, 2, 0x0b, 0]), str('x/#'), Buffer.from([0])])
-  s.sendBytes(Buffer.concat([Buffer.from([0x82, body.length]), body]))
+  s.sendBytes(frame(0x82, Buffer.concat([Buffer.from([0, 1, 2, 0x0b, 0]), str('x/#'), Buffer.from([0])])))
   const d = await s.take('disconnect')
   t.equal(d.reasonCode, 0x82)
 })
@@ -625,10 +611,7 @@ t.test('message expiry: a message waiting for the client’s Receive Maximum win
 
 t.test('message expiry 0 is treated as no expiry, as Mosquitto does: retained and queued messages stay [MQTT-3.3.2-5] (§3.3.2.3.3)', async (t) => {
   const b = await startBroker(t)
-  const session = { ...V5, clientId: 'exp0-off', clean: false, properties: { sessionExpiryInterval: 300 } }
-  const s1 = await connectClient(t, b.url, session)
-  await s1.subscribeAsync('exp0/#', { qos: 1 })
-  await s1.endAsync()
+  const session = await offlineSession(t, b, 'exp0-off', 'exp0/#')
   const live = await connectClient(t, b.url, { ...V5, clientId: 'exp0-live' })
   const gotLive = collect(live)
   await live.subscribeAsync('exp0/#', { qos: 1 })
@@ -641,7 +624,7 @@ t.test('message expiry 0 is treated as no expiry, as Mosquitto does: retained an
   await late.subscribeAsync('exp0/#', { qos: 1 })
   await until(() => got.length === 1, 5000, 'the retained message')
   t.equal(got[0]?.payload.toString(), 'zero')
-  const { got: queued } = await connectCollecting(t, b.url, session)
+  const { messages: queued } = await connectWithAck(t, b.url, session)
   await until(() => queued.length === 1, 5000, 'the queued message')
   t.equal(queued[0]?.payload.toString(), 'zero')
   t.equal(gotLive[0]?.packet.properties?.messageExpiryInterval, undefined, 'forwarded without an expiry, as Mosquitto does')

@@ -1,8 +1,10 @@
 import type { MqttClient } from 'mqtt'
 import t from 'tap'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
-import { type Received, sleep, until } from '../helpers/clients.js'
-import { connectWithAck, startCli, type Version, type WireConnect, wireConnect } from '../helpers/conformance-wire.js'
+import { mosquitto } from '../helpers/cli.js'
+import { connectWithAck, type Received, sleep, until } from '../helpers/clients.js'
+import { type ConnectFields, Wire } from '../helpers/raw-client.js'
+import type { Version } from '../helpers/wire.js'
 
 // Will messages: abnormal close, normal DISCONNECT, v5 DISCONNECT 0x04, will retain, v5 will
 // delay and its interplay with reconnects and session expiry, will properties, takeover.
@@ -38,8 +40,15 @@ async function watch(t: Teardown, b: TestBroker, filter: string, qos: 0 | 1 | 2 
   }
 }
 
-function willConnect(clientId: string, topic: string, payload: string, extra: Partial<WireConnect> = {}, willExtra: Record<string, unknown> = {}): WireConnect {
+function willConnect(clientId: string, topic: string, payload: string, extra: Partial<ConnectFields> = {}, willExtra: Record<string, unknown> = {}): ConnectFields {
   return { clientId, will: { topic, payload: Buffer.from(payload), qos: 1, retain: false, ...willExtra }, ...extra }
+}
+
+/** Connects a v5 client, cuts its connection without DISCONNECT and waits until the broker has let it go. */
+async function connectAndDrop(t: Teardown, b: TestBroker, connect: ConnectFields): Promise<void> {
+  const { wire } = await Wire.connect(t, b.port, 5, connect)
+  wire.socket.destroy()
+  await until(() => !b.app.broker.hasLive(connect.clientId), 5000, 'released')
 }
 
 t.test('[MQTT-3.1.2-8] the will is published when the network connection closes without DISCONNECT (3.1, 3.1.1, 5.0)', async (t) => {
@@ -47,7 +56,7 @@ t.test('[MQTT-3.1.2-8] the will is published when the network connection closes 
   const watcher = await watch(t, b, 'will/abnormal/#', 2)
   const versions: Version[] = [3, 4, 5]
   for (const version of versions) {
-    const { w, connack } = await wireConnect(t, b.port, willConnect(`abn-${version}`, `will/abnormal/${version}`, `gone-${version}`, {}, { qos: 2 }), version)
+    const { wire: w, connack } = await Wire.connect(t, b.port, version, willConnect(`abn-${version}`, `will/abnormal/${version}`, `gone-${version}`, {}, { qos: 2 }))
     t.equal(version === 5 ? connack.reasonCode : connack.returnCode, 0)
     w.socket.destroy()
     await until(() => watcher.payloads().includes(`gone-${version}`), 5000, `will of the v${version} client`)
@@ -63,8 +72,8 @@ t.test('[MQTT-3.1.2-10] [MQTT-3.14.4-3] the will is discarded after a normal DIS
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'will/normal/#')
   for (const version of [4, 5] as const) {
-    const { w } = await wireConnect(t, b.port, willConnect(`norm-${version}`, `will/normal/${version}`, `should-not-${version}`), version)
-    w.sendPacket(version === 5 ? { cmd: 'disconnect', reasonCode: 0 } : { cmd: 'disconnect' })
+    const { wire: w } = await Wire.connect(t, b.port, version, willConnect(`norm-${version}`, `will/normal/${version}`, `should-not-${version}`))
+    w.send(version === 5 ? { cmd: 'disconnect', reasonCode: 0 } : { cmd: 'disconnect' })
     await until(() => w.isClosed(), 5000, 'server closes after DISCONNECT')
     await until(() => !b.app.broker.hasLive(`norm-${version}`), 5000, 'released')
     await watcher.sentinel(`will/normal/${version}`)
@@ -76,8 +85,8 @@ t.test('[MQTT-3.1.2-10] [MQTT-3.14.4-3] the will is discarded after a normal DIS
 t.test('[MQTT-3.14.2-1] [MQTT-3.1.2-8] v5 DISCONNECT with reason 0x04 (Disconnect with Will Message) publishes the will', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'will/x04')
-  const { w } = await wireConnect(t, b.port, willConnect('x04', 'will/x04', 'asked-for'), 5)
-  w.sendPacket({ cmd: 'disconnect', reasonCode: 0x04 })
+  const { wire: w } = await Wire.connect(t, b.port, 5, willConnect('x04', 'will/x04', 'asked-for'))
+  w.send({ cmd: 'disconnect', reasonCode: 0x04 })
   await until(() => watcher.payloads().includes('asked-for'), 5000, 'will after 0x04')
   t.equal(b.app.broker.stats.willsPublished, 1)
   // MQTT.js sends the same reason code through end().
@@ -107,15 +116,15 @@ t.test('[MQTT-3.1.2-8] [MQTT-3.1.2-10] mosquitto_sub: will sent when it is kille
     '--will-qos',
     '1',
   ]
-  const killed = startCli(t, 'mosquitto_sub', args('cli-killed', 'will/cli/killed', 'cli-died'))
+  const killed = mosquitto(t, 'mosquitto_sub', args('cli-killed', 'will/cli/killed', 'cli-died'))
   await until(() => b.app.broker.sessions.get('cli-killed')?.subscriptions.has('will/unused') === true, 8000, 'mosquitto_sub subscribed')
   killed.kill('SIGKILL')
   await until(() => watcher.payloads().includes('cli-died'), 5000, 'will of the killed mosquitto_sub')
 
-  const polite = startCli(t, 'mosquitto_sub', args('cli-polite', 'will/cli/polite', 'cli-polite-will'))
+  const polite = mosquitto(t, 'mosquitto_sub', args('cli-polite', 'will/cli/polite', 'cli-polite-will'))
   await until(() => b.app.broker.sessions.get('cli-polite')?.subscriptions.has('will/unused') === true, 8000, 'mosquitto_sub subscribed')
   polite.kill('SIGINT') // mosquitto_sub disconnects cleanly on SIGINT
-  await polite.exited
+  await polite.done
   await until(() => !b.app.broker.hasLive('cli-polite'), 5000, 'released')
   await watcher.sentinel('will/cli/polite')
   t.notOk(watcher.payloads().includes('cli-polite-will'), 'no will after a clean mosquitto_sub exit')
@@ -124,8 +133,8 @@ t.test('[MQTT-3.1.2-8] [MQTT-3.1.2-10] mosquitto_sub: will sent when it is kille
 t.test('[MQTT-3.1.2-14] [MQTT-3.1.2-15] (3.1.1: MQTT-3.1.2-16, MQTT-3.1.2-17) the will retain flag decides whether the will is stored as retained', async (t) => {
   const b = await startBroker(t)
   const live = await watch(t, b, 'wr/#')
-  const { w: kept } = await wireConnect(t, b.port, willConnect('wr-kept', 'wr/kept', 'retained-will', {}, { retain: true }), 5)
-  const { w: plain } = await wireConnect(t, b.port, willConnect('wr-plain', 'wr/plain', 'plain-will', {}, { retain: false }), 4)
+  const { wire: kept } = await Wire.connect(t, b.port, 5, willConnect('wr-kept', 'wr/kept', 'retained-will', {}, { retain: true }))
+  const { wire: plain } = await Wire.connect(t, b.port, 4, willConnect('wr-plain', 'wr/plain', 'plain-will', {}, { retain: false }))
   kept.socket.destroy()
   plain.socket.destroy()
   await until(() => live.payloads().includes('retained-will') && live.payloads().includes('plain-will'), 5000, 'both wills live')
@@ -148,14 +157,7 @@ t.test('[MQTT-3.1.2-14] [MQTT-3.1.2-15] (3.1.1: MQTT-3.1.2-16, MQTT-3.1.2-17) th
 t.test('[MQTT-3.1.3-9] v5 will delay 2 s (session expiry 10): not published at once, published after the delay', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'wd/#')
-  const { w } = await wireConnect(
-    t,
-    b.port,
-    willConnect('wd-2', 'wd/two', 'delayed-will', { properties: { sessionExpiryInterval: 10 }, clean: false }, { properties: { willDelayInterval: 2 } }),
-    5,
-  )
-  w.socket.destroy()
-  await until(() => !b.app.broker.hasLive('wd-2'), 5000, 'released')
+  await connectAndDrop(t, b, willConnect('wd-2', 'wd/two', 'delayed-will', { properties: { sessionExpiryInterval: 10 }, clean: false }, { properties: { willDelayInterval: 2 } }))
   await sleep(800)
   await watcher.sentinel('wd/sentinel')
   t.notOk(watcher.payloads().includes('delayed-will'), 'the will is held during its delay')
@@ -167,11 +169,8 @@ t.test('[MQTT-3.1.3-9] v5 will delay 2 s (session expiry 10): not published at o
 t.test('[MQTT-3.1.3-9] reconnecting to the session before the will delay ends cancels the will', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'wc/#')
-  const connect = willConnect('wc', 'wc/will', 'cancelled-will', { clean: false, properties: { sessionExpiryInterval: 10 } }, { properties: { willDelayInterval: 2 } })
-  const { w } = await wireConnect(t, b.port, connect, 5)
-  w.socket.destroy()
-  await until(() => !b.app.broker.hasLive('wc'), 5000, 'released')
-  const { connack } = await wireConnect(t, b.port, { clientId: 'wc', clean: false, properties: { sessionExpiryInterval: 10 } }, 5)
+  await connectAndDrop(t, b, willConnect('wc', 'wc/will', 'cancelled-will', { clean: false, properties: { sessionExpiryInterval: 10 } }, { properties: { willDelayInterval: 2 } }))
+  const { connack } = await Wire.connect(t, b.port, 5, { clientId: 'wc', clean: false, properties: { sessionExpiryInterval: 10 } })
   t.equal(connack.sessionPresent, true, 'reconnected to the same session')
   await sleep(3000)
   await watcher.sentinel('wc/will')
@@ -182,11 +181,8 @@ t.test('[MQTT-3.1.3-9] reconnecting to the session before the will delay ends ca
 t.test('[MQTT-3.1.2-8] [MQTT-3.1.3-9] a clean-start reconnect during the will delay ends the session, which publishes the will', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'wcs/#')
-  const connect = willConnect('wcs', 'wcs/will', 'session-ended-will', { clean: false, properties: { sessionExpiryInterval: 60 } }, { properties: { willDelayInterval: 30 } })
-  const { w } = await wireConnect(t, b.port, connect, 5)
-  w.socket.destroy()
-  await until(() => !b.app.broker.hasLive('wcs'), 5000, 'released')
-  const { connack } = await wireConnect(t, b.port, { clientId: 'wcs', clean: true }, 5)
+  await connectAndDrop(t, b, willConnect('wcs', 'wcs/will', 'session-ended-will', { clean: false, properties: { sessionExpiryInterval: 60 } }, { properties: { willDelayInterval: 30 } }))
+  const { connack } = await Wire.connect(t, b.port, 5, { clientId: 'wcs', clean: true })
   t.equal(connack.sessionPresent, false, 'the old session was discarded')
   await until(() => watcher.payloads().includes('session-ended-will'), 5000, 'will published when its session ended')
 })
@@ -194,11 +190,11 @@ t.test('[MQTT-3.1.2-8] [MQTT-3.1.3-9] a clean-start reconnect during the will de
 t.test('[MQTT-3.1.3-9] [MQTT-3.1.2-8] a will delay longer than the session expiry publishes the will when the session expires', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'wx/#')
-  const { w } = await wireConnect(
+  const { wire: w } = await Wire.connect(
     t,
     b.port,
-    willConnect('wx', 'wx/will', 'at-session-end', { clean: false, properties: { sessionExpiryInterval: 1 } }, { properties: { willDelayInterval: 30 } }),
     5,
+    willConnect('wx', 'wx/will', 'at-session-end', { clean: false, properties: { sessionExpiryInterval: 1 } }, { properties: { willDelayInterval: 30 } }),
   )
   w.socket.destroy()
   await until(() => watcher.payloads().includes('at-session-end'), 6000, 'will at session expiry')
@@ -206,7 +202,7 @@ t.test('[MQTT-3.1.3-9] [MQTT-3.1.2-8] a will delay longer than the session expir
   t.equal(b.app.broker.sessions.get('wx'), undefined)
 
   // Session expiry 0: the session ends with the connection, so the will goes out at once.
-  const { w: w0 } = await wireConnect(t, b.port, willConnect('wx0', 'wx/zero', 'expiry-zero', {}, { properties: { willDelayInterval: 30 } }), 5)
+  const { wire: w0 } = await Wire.connect(t, b.port, 5, willConnect('wx0', 'wx/zero', 'expiry-zero', {}, { properties: { willDelayInterval: 30 } }))
   w0.socket.destroy()
   await until(() => watcher.payloads().includes('expiry-zero'), 5000, 'will when a zero-expiry session ends')
 })
@@ -216,9 +212,10 @@ t.test('[MQTT-3.3.2-4] [MQTT-3.3.2-6] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.
   const watcher = await watch(t, b, 'wp/#')
   const { messages: v4messages, client: v4 } = await connectWithAck(t, b.url, { protocolVersion: 4, clientId: 'wp-v4' })
   await v4.subscribeAsync('wp/#', { qos: 1 })
-  const { w } = await wireConnect(
+  const { wire: w } = await Wire.connect(
     t,
     b.port,
+    5,
     willConnect(
       'wp',
       'wp/will',
@@ -235,7 +232,6 @@ t.test('[MQTT-3.3.2-4] [MQTT-3.3.2-6] [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.
         },
       },
     ),
-    5,
   )
   w.socket.destroy()
   await until(() => watcher.messages.length === 1, 5000, 'will with properties')
@@ -259,8 +255,8 @@ t.test('[MQTT-3.1.4-3] [MQTT-3.1.2-8] will on session takeover', async (t) => {
   const watcher = await watch(t, b, 'wt/#')
 
   // Will delay 0: the old network connection is closed, so its will is published.
-  const { w: a } = await wireConnect(t, b.port, willConnect('wt-a', 'wt/a', 'taken-over-a'), 5)
-  const { connack: ackA } = await wireConnect(t, b.port, { clientId: 'wt-a' }, 5)
+  const { wire: a } = await Wire.connect(t, b.port, 5, willConnect('wt-a', 'wt/a', 'taken-over-a'))
+  const { connack: ackA } = await Wire.connect(t, b.port, 5, { clientId: 'wt-a' })
   t.equal(ackA.reasonCode, 0)
   await until(() => a.isClosed(), 5000, 'old connection closed')
   t.equal(a.disconnectCode(), 0x8e)
@@ -268,16 +264,16 @@ t.test('[MQTT-3.1.4-3] [MQTT-3.1.2-8] will on session takeover', async (t) => {
 
   // Will delay 10 s and the new connection resumes the session: the will is not sent.
   const persistent = { clean: false, properties: { sessionExpiryInterval: 60 } }
-  const { w: bOld } = await wireConnect(t, b.port, willConnect('wt-b', 'wt/b', 'taken-over-b', persistent, { properties: { willDelayInterval: 10 } }), 5)
-  const { connack: ackB } = await wireConnect(t, b.port, { clientId: 'wt-b', ...persistent }, 5)
+  const { wire: bOld } = await Wire.connect(t, b.port, 5, willConnect('wt-b', 'wt/b', 'taken-over-b', persistent, { properties: { willDelayInterval: 10 } }))
+  const { connack: ackB } = await Wire.connect(t, b.port, 5, { clientId: 'wt-b', ...persistent })
   t.equal(ackB.sessionPresent, true)
   await until(() => bOld.isClosed(), 5000, 'old connection closed')
   await watcher.sentinel('wt/b')
   t.notOk(watcher.payloads().includes('taken-over-b'), 'delayed will cancelled by the new connection to the session')
 
   // Will delay 10 s but the new connection starts clean: the old session ends, its will is sent.
-  const { w: cOld } = await wireConnect(t, b.port, willConnect('wt-c', 'wt/c', 'taken-over-c', persistent, { properties: { willDelayInterval: 10 } }), 5)
-  const { connack: ackC } = await wireConnect(t, b.port, { clientId: 'wt-c', clean: true }, 5)
+  const { wire: cOld } = await Wire.connect(t, b.port, 5, willConnect('wt-c', 'wt/c', 'taken-over-c', persistent, { properties: { willDelayInterval: 10 } }))
+  const { connack: ackC } = await Wire.connect(t, b.port, 5, { clientId: 'wt-c', clean: true })
   t.equal(ackC.sessionPresent, false)
   await until(() => cOld.isClosed(), 5000, 'old connection closed')
   await until(() => watcher.payloads().includes('taken-over-c'), 5000, 'will of the ended session')
@@ -286,14 +282,14 @@ t.test('[MQTT-3.1.4-3] [MQTT-3.1.2-8] will on session takeover', async (t) => {
 t.test('[MQTT-3.1.2-8] the will is published when the server closes the connection for a protocol error or keepalive timeout', async (t) => {
   const b = await startBroker(t)
   const watcher = await watch(t, b, 'we/#')
-  const { w: bad } = await wireConnect(t, b.port, willConnect('we-bad', 'we/bad', 'protocol-error-will'), 5)
-  bad.send([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) // invalid packet type 15 flags / length
+  const { wire: bad } = await Wire.connect(t, b.port, 5, willConnect('we-bad', 'we/bad', 'protocol-error-will'))
+  bad.sendBytes([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]) // invalid packet type 15 flags / length
   await until(() => bad.isClosed(), 5000, 'closed for the malformed packet')
   t.equal(bad.disconnectCode(), 0x81, 'closed with DISCONNECT 0x81')
   await until(() => watcher.payloads().includes('protocol-error-will'), 5000, 'will after a protocol error')
   t.ok(watcher.payloads().includes('protocol-error-will'), 'will published after the protocol error')
 
-  const { w: idle } = await wireConnect(t, b.port, willConnect('we-idle', 'we/idle', 'keepalive-will', { keepalive: 1 }), 4)
+  const { wire: idle } = await Wire.connect(t, b.port, 4, willConnect('we-idle', 'we/idle', 'keepalive-will', { keepalive: 1 }))
   await until(() => idle.isClosed(), 5000, 'closed for keepalive')
   await until(() => watcher.payloads().includes('keepalive-will'), 5000, 'will after a keepalive timeout')
   t.equal(b.app.broker.stats.keepaliveTimeouts, 1)

@@ -51,3 +51,8 @@ export async function startBroker(t: Teardown, overrides: DeepPartial<PerchConfi
   t.teardown(stop)
   return { app, port, ports, config, logs, url: `mqtt://127.0.0.1:${port}`, stop }
 }
+
+/** Parsed log events with this name. */
+export function logEvents(logs: Record<string, unknown>[], event: string): Record<string, unknown>[] {
+  return logs.filter((l) => l.event === event)
+}

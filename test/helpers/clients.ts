@@ -1,5 +1,4 @@
-import { connect as netConnect, type Socket } from 'node:net'
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt'
+import mqtt, { type IClientOptions, type IConnackPacket, type IPublishPacket, type MqttClient } from 'mqtt'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -11,16 +10,37 @@ export interface Received {
   packet: IPublishPacket
 }
 
-/** An MQTT.js client that is connected when the promise resolves and ended at teardown. */
-export async function connectClient(t: Teardown, url: string, options: IClientOptions = {}): Promise<MqttClient> {
+/** Starts an MQTT.js client, ended at teardown; `connack` settles with the CONNECT outcome. */
+function start(t: Teardown, url: string, options: IClientOptions): { client: MqttClient; connack: Promise<IConnackPacket> } {
   const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options })
   t.teardown(() => new Promise<void>((resolve) => client.end(true, {}, () => resolve())))
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve())
+  const connack = new Promise<IConnackPacket>((resolve, reject) => {
+    client.once('connect', (ack) => resolve(ack))
     client.once('error', reject)
     client.once('close', () => reject(new Error('closed before CONNACK')))
   })
+  return { client, connack }
+}
+
+/** An MQTT.js client that is connected when the promise resolves and ended at teardown. */
+export async function connectClient(t: Teardown, url: string, options: IClientOptions = {}): Promise<MqttClient> {
+  const { client, connack } = start(t, url, options)
+  await connack
   return client
+}
+
+/**
+ * An MQTT.js client plus the CONNACK it got and every message it receives: the collector is
+ * attached before CONNECT goes out, so messages queued for a resumed session are not missed.
+ */
+export async function connectWithAck(
+  t: Teardown,
+  url: string,
+  options: IClientOptions = {},
+): Promise<{ client: MqttClient; connack: IConnackPacket; messages: Received[] }> {
+  const { client, connack } = start(t, url, options)
+  const messages = collect(client)
+  return { client, connack: await connack, messages }
 }
 
 /** Collects every message a client receives, in order. */
@@ -28,6 +48,37 @@ export function collect(client: MqttClient): Received[] {
   const out: Received[] = []
   client.on('message', (topic, payload, packet) => out.push({ topic, payload, packet }))
   return out
+}
+
+/** Resolves once the client's stream has closed. */
+export function closedPromise(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => {
+    if (client.stream?.destroyed === true) resolve()
+    else client.once('close', () => resolve())
+  })
+}
+
+let healthySeq = 0
+
+/**
+ * A subscriber and a publisher that stay connected while bad clients come and go; `check`
+ * proves the broker still routes for them (a fresh message published and received).
+ */
+export async function healthyPair(t: Teardown, url: string): Promise<{ check(): Promise<void>; sub: MqttClient; pub: MqttClient }> {
+  const tag = `healthy-${process.pid}-${++healthySeq}`
+  const { client: sub, messages } = await connectWithAck(t, url, { protocolVersion: 5, clientId: `${tag}-sub` })
+  const { client: pub } = await connectWithAck(t, url, { protocolVersion: 4, clientId: `${tag}-pub` })
+  await sub.subscribeAsync(`${tag}/#`, { qos: 1 })
+  let n = 0
+  return {
+    sub,
+    pub,
+    async check() {
+      const payload = `alive-${++n}`
+      await pub.publishAsync(`${tag}/ping`, payload, { qos: 1 })
+      await until(() => messages.some((m) => m.payload.toString() === payload), 5000, `healthy client to receive ${payload}`)
+    },
+  }
 }
 
 /** Waits until `cond` holds, polling; fails after `ms`. Not a timing assertion, a bound. */
@@ -40,50 +91,3 @@ export async function until(cond: () => boolean, ms = 5000, what = 'condition'):
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-
-/** A raw TCP client for sending hand-made bytes and observing what comes back. */
-export interface RawClient {
-  socket: Socket
-  received(): Buffer
-  closed: Promise<void>
-  isClosed(): boolean
-  send(bytes: Buffer | number[]): void
-}
-
-export async function rawClient(t: Teardown, port: number): Promise<RawClient> {
-  const socket = netConnect(port, '127.0.0.1')
-  t.teardown(() => {
-    socket.destroy()
-  })
-  const chunks: Buffer[] = []
-  let isClosed = false
-  socket.on('data', (c) => chunks.push(c))
-  socket.on('error', () => {})
-  const closed = new Promise<void>((resolve) =>
-    socket.on('close', () => {
-      isClosed = true
-      resolve()
-    }),
-  )
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', () => resolve())
-    socket.once('error', reject)
-  })
-  return {
-    socket,
-    received: () => Buffer.concat(chunks),
-    closed,
-    isClosed: () => isClosed,
-    send: (bytes) => {
-      socket.write(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes))
-    },
-  }
-}
-
-/** A minimal v3.1.1 CONNECT packet for raw tests. */
-export function connectBytes(clientId: string, version: 4 | 5 = 4, keepalive = 60): Buffer {
-  const id = Buffer.from(clientId)
-  const props = version === 5 ? [0] : []
-  const body = [0, 4, 0x4d, 0x51, 0x54, 0x54, version, 0x02, keepalive >> 8, keepalive & 0xff, ...props, id.length >> 8, id.length & 0xff, ...id]
-  return Buffer.from([0x10, body.length, ...body])
-}

@@ -24,34 +24,28 @@ const FILTER_LEVELS = ['a', 'b', '$x', '+', '#', ''] as const
 const MAX_FILTER_LEVELS = 3
 const MAX_TOPIC_LEVELS = MAX_FILTER_LEVELS + 1
 
-function allTopics(): string[] {
+/**
+ * Every string of 1 to `maxLevels` levels from `alphabet` joined with '/', in depth-first order;
+ * never the empty string, and nothing after a '#' level.
+ */
+function allJoined(alphabet: readonly string[], maxLevels: number): string[] {
   const out: string[] = []
   const grow = (levels: string[]): void => {
     if (levels.length > 0) {
-      const topic = levels.join('/')
-      if (topic !== '') out.push(topic)
+      const joined = levels.join('/')
+      if (joined !== '') out.push(joined)
     }
-    if (levels.length === MAX_TOPIC_LEVELS) return
-    for (const l of TOPIC_LEVELS) grow([...levels, l])
+    if (levels.length === maxLevels || levels[levels.length - 1] === '#') return
+    for (const l of alphabet) grow([...levels, l])
   }
   grow([])
   return out
 }
 
+const allTopics = (): string[] => allJoined(TOPIC_LEVELS, MAX_TOPIC_LEVELS)
+
 /** '#' only as the last level; never the empty filter. */
-function allFilters(): string[] {
-  const out: string[] = []
-  const grow = (levels: string[]): void => {
-    if (levels.length > 0) {
-      const filter = levels.join('/')
-      if (filter !== '') out.push(filter)
-    }
-    if (levels.length === MAX_FILTER_LEVELS || levels[levels.length - 1] === '#') return
-    for (const l of FILTER_LEVELS) grow([...levels, l])
-  }
-  grow([])
-  return out
-}
+const allFilters = (): string[] => allJoined(FILTER_LEVELS, MAX_FILTER_LEVELS)
 
 function randomFilter(rng: () => number): string {
   for (;;) {

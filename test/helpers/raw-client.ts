@@ -1,5 +1,4 @@
 import { connect as netConnect, type Socket } from 'node:net'
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import mqttPacket, {
   type IConnackPacket,
   type IConnectPacket,
@@ -10,7 +9,8 @@ import mqttPacket, {
   type IUnsubackPacket,
   type Packet,
 } from 'mqtt-packet'
-import { type Received, until } from './clients.js'
+import { until } from './clients.js'
+import type { Version } from './wire.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -18,7 +18,6 @@ interface Teardown {
 
 export type Cmd = Packet['cmd']
 export type PacketOf<K extends Cmd> = Extract<Packet, { cmd: K }>
-export type WireVersion = 3 | 4 | 5
 
 /**
  * A packet-level MQTT client on a raw TCP socket: packets are built and parsed with
@@ -27,7 +26,7 @@ export type WireVersion = 3 | 4 | 5
  */
 export class Wire {
   readonly socket: Socket
-  readonly version: WireVersion
+  readonly version: Version
   readonly packets: Packet[] = []
   readonly closed: Promise<void>
   readonly #taken = new Set<Packet>()
@@ -35,7 +34,7 @@ export class Wire {
   #isClosed = false
   #parseError: unknown
 
-  private constructor(socket: Socket, version: WireVersion) {
+  private constructor(socket: Socket, version: Version) {
     this.socket = socket
     this.version = version
     const parser = mqttPacket.parser({ protocolVersion: version })
@@ -56,7 +55,8 @@ export class Wire {
     )
   }
 
-  static async open(t: Teardown, port: number, version: WireVersion = 4): Promise<Wire> {
+  /** Opens the TCP connection only (destroyed at teardown); nothing is sent. */
+  static async open(t: Teardown, port: number, version: Version = 4): Promise<Wire> {
     const socket = netConnect(port, '127.0.0.1')
     t.teardown(() => {
       socket.destroy()
@@ -68,13 +68,22 @@ export class Wire {
     return new Wire(socket, version)
   }
 
-  /** Opens a socket and completes CONNECT/CONNACK; throws unless the CONNACK accepts. */
-  static async connect(t: Teardown, port: number, version: WireVersion, fields: ConnectFields): Promise<{ wire: Wire; connack: IConnackPacket }> {
+  /**
+   * Opens a socket and completes CONNECT/CONNACK; throws unless the CONNACK accepts. To see a
+   * refusal, `open` and then `handshake`.
+   */
+  static async connect(t: Teardown, port: number, version: Version, fields: ConnectFields): Promise<{ wire: Wire; connack: IConnackPacket }> {
     const wire = await Wire.open(t, port, version)
     const connack = await wire.handshake(fields)
     const code = version === 5 ? connack.reasonCode : connack.returnCode
     if (code !== 0) throw new Error(`CONNACK refused with ${code}`)
     return { wire, connack }
+  }
+
+  /** Reason code of the first DISCONNECT the broker sent (0 when it has none), if any. */
+  disconnectCode(): number | undefined {
+    const d = this.all('disconnect')[0]
+    return d === undefined ? undefined : (d.reasonCode ?? 0)
   }
 
   /** Set when the broker sent bytes mqtt-packet could not parse. */
@@ -195,42 +204,3 @@ export class Wire {
 
 export type ConnectFields = Omit<IConnectPacket, 'cmd'>
 export type PublishFields = Omit<IPublishPacket, 'cmd' | 'dup' | 'retain' | 'qos'> & Partial<Pick<IPublishPacket, 'dup' | 'retain' | 'qos'>>
-
-/** Splits a byte stream into whole MQTT frames (fixed header byte, body). */
-export function frames(buf: Buffer): { first: number; body: Buffer }[] {
-  const out: { first: number; body: Buffer }[] = []
-  let pos = 0
-  while (pos < buf.length) {
-    let remaining = 0
-    let mul = 1
-    let i = pos + 1
-    for (;;) {
-      const byte = buf[i++]
-      if (byte === undefined) return out
-      remaining += (byte & 0x7f) * mul
-      mul *= 128
-      if ((byte & 0x80) === 0) break
-    }
-    if (i + remaining > buf.length) return out
-    out.push({ first: buf[pos] ?? 0, body: buf.subarray(i, i + remaining) })
-    pos = i + remaining
-  }
-  return out
-}
-
-/**
- * An MQTT.js client whose messages are collected from before CONNACK, so messages a resumed
- * session sends right behind the CONNACK are not missed. Ended at teardown.
- */
-export async function connectCollecting(t: Teardown, url: string, options: IClientOptions): Promise<{ client: MqttClient; got: Received[] }> {
-  const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...options })
-  t.teardown(() => new Promise<void>((resolve) => client.end(true, {}, () => resolve())))
-  const got: Received[] = []
-  client.on('message', (topic, payload, packet) => got.push({ topic, payload, packet }))
-  await new Promise<void>((resolve, reject) => {
-    client.once('connect', () => resolve())
-    client.once('error', reject)
-    client.once('close', () => reject(new Error('closed before CONNACK')))
-  })
-  return { client, got }
-}
