@@ -1,5 +1,5 @@
 // Aedes as people deploy it: default options, in-memory persistence, plain TCP.
-// Usage: node bench/aedes-server.js PORT
+// Usage: node bench/aedes-server.js PORT [--nodelay]
 import net from 'node:net'
 import { Aedes } from 'aedes'
 
@@ -8,5 +8,5 @@ const broker = await Aedes.createBroker()
 // Clients vanishing at the end of a run are expected, not worth a stack trace.
 broker.on('clientError', () => {})
 broker.on('connectionError', () => {})
-const server = net.createServer(broker.handle)
+const server = net.createServer({ noDelay: process.argv.includes('--nodelay') }, broker.handle)
 server.listen(port, '127.0.0.1')

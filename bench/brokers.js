@@ -1,13 +1,14 @@
 // Starting, probing, measuring and stopping the brokers under test, and the
 // bookkeeping that guarantees no broker or generator outlives the harness.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, closeSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import * as m from './mqtt.js'
 
 export const ROOT = path.resolve(import.meta.dirname, '..')
-export const PERCH_BIN = path.join(ROOT, 'bin', 'perch.js')
+// PERCH_BIN lets one bench a perch built elsewhere (or try the harness itself).
+export const PERCH_BIN = process.env.PERCH_BIN ? path.resolve(process.env.PERCH_BIN) : path.join(ROOT, 'bin', 'perch.js')
 export const START_TIMEOUT_MS = 10000
 
 // Everything we spawn, by pid; `group` means it leads its own process group
@@ -38,19 +39,22 @@ export function mosquittoPath() {
 }
 
 // Settings noted in RESULTS.md: Debian defaults except what a benchmark needs.
-// max_queued_messages 1000 is the default: beyond it Mosquitto drops QoS 0 for a
-// slow subscriber, which is what keeps its memory bounded under overload.
-export function mosquittoConf(port) {
+// Mosquitto drops QoS 0 for a subscriber with more than max_queued_messages
+// queued (default 1000); in fanin the generator can have 8 x 1536 in flight
+// for one subscriber, so the limit is raised to measure delivery, not dropping.
+// The window, not this limit, bounds the broker's memory.
+export function mosquittoConf(port, nodelay = false) {
   return [
     `listener ${port} 127.0.0.1`,
     'allow_anonymous true',
     'persistence false',
-    'max_queued_messages 1000',
+    'max_queued_messages 100000',
     'max_inflight_messages 20',
     'log_dest stderr',
     'log_type error',
     'log_type warning',
     'connection_messages false',
+    ...(nodelay ? ['set_tcp_nodelay true'] : []),
     '',
   ].join('\n')
 }
@@ -68,18 +72,18 @@ export function freePort() {
 
 // Returns { child, pid, port, exited, logFile, t0 } where t0 is performance.now()
 // taken just before exec, for the exec-to-CONNACK figure.
-export async function startBroker(name, { dir, mosquitto, nofile }) {
+export async function startBroker(name, { dir, mosquitto, nofile, nodelay }) {
   const port = await freePort()
   let cmd
   let args
   if (name === 'mosquitto') {
     const conf = path.join(dir, 'mosquitto.conf')
-    writeFileSync(conf, mosquittoConf(port))
+    writeFileSync(conf, mosquittoConf(port, nodelay))
     cmd = mosquitto.bin
     args = ['-c', conf]
   } else if (name === 'aedes') {
     cmd = process.execPath
-    args = [path.join(ROOT, 'bench', 'aedes-server.js'), String(port)]
+    args = [path.join(ROOT, 'bench', 'aedes-server.js'), String(port), ...(nodelay ? ['--nodelay'] : [])]
   } else if (name === 'perch') {
     cmd = process.execPath
     args = [PERCH_BIN, 'start', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--allow-anonymous']
@@ -145,7 +149,7 @@ export function probe(b, timeoutMs = START_TIMEOUT_MS) {
         if (done) return
         done = true
         sock.destroy()
-        setTimeout(attempt, 5)
+        setTimeout(attempt, 2)
       }
       sock.on('error', retry)
       sock.on('close', retry)
@@ -183,6 +187,14 @@ export function cpuSeconds(pid) {
 }
 const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100
 
+// CPU seconds all processes on the machine have used so far, from /proc/stat:
+// what is not the broker or the generator is someone else (shared machines).
+export function machineBusySeconds() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number)
+  // user nice system idle iowait irq softirq steal
+  return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK
+}
+
 function vmRssKb(pid) {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m ? Number(m[1]) : 0
@@ -213,7 +225,7 @@ export function treeRssKb(pid) {
 }
 
 export function perchAvailable() {
-  return existsSync(PERCH_BIN) ? null : 'bin/perch.js does not exist yet'
+  return existsSync(PERCH_BIN) ? null : `${path.relative(ROOT, PERCH_BIN)} does not exist yet`
 }
 
 // The fd limit a broker can be given for the conns scenario: 65536 if this

@@ -28,29 +28,52 @@ function cores(cpu, wallMs) {
   return (cpu.user + cpu.system) / 1000 / wallMs
 }
 
-// Opens one client, sends CONNECT (plus `extra` in the same write), and
-// resolves after CONNACK and, when `extra` subscribes, after SUBACK.
-function open(port, clientId, { clean = true, sub = null, subQos = 0 } = {}) {
+// Every socket reads into this one buffer (Node's `onread`): no allocation per
+// read and no 64 KB per idle connection. Safe because packets are consumed
+// synchronously in the callback and the splitter copies any partial packet.
+const READ_BUF = 65536
+const readBuf = Buffer.allocUnsafe(READ_BUF)
+let readAt = 0n
+
+// c.onPacket(buf, start, length) sees each whole packet; c.afterRead(n) runs
+// after each read, and returning false stops reading until c.sock.resume()
+// (with `onread`, unlike a plain pause(), that really stops the reads).
+function client(port, localAddress = undefined) {
+  const c = { sock: null, onPacket: () => {}, afterRead: null, stamp: false }
+  const feed = m.splitter((buf, i, len) => c.onPacket(buf, i, len))
+  const callback = (n, buf) => {
+    if (c.stamp) readAt = process.hrtime.bigint()
+    feed(buf.subarray(0, n))
+    return c.afterRead ? c.afterRead(n) : true
+  }
+  c.sock = net.connect({ port, host: '127.0.0.1', localAddress, onread: { buffer: readBuf, callback } })
+  c.sock.setNoDelay(true)
+  return c
+}
+
+// Opens one client with CONNECT (and SUBSCRIBE, in the same write); resolves
+// with the client after CONNACK, or SUBACK when subscribing.
+function open(port, clientId, { clean = true, sub = null, subQos = 0, localAddress } = {}) {
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ port, host: '127.0.0.1' })
-    sock.setNoDelay(true)
-    let want = sub ? m.SUBACK : m.CONNACK
-    const feed = m.splitter((buf, i) => {
+    const c = client(port, localAddress)
+    const want = sub ? m.SUBACK : m.CONNACK
+    const closed = () => reject(new Error('connection closed before CONNACK/SUBACK'))
+    c.onPacket = (buf, i) => {
       const type = buf[i] >> 4
       if (type === m.CONNACK && buf[i + 3] !== 0) reject(new Error(`CONNACK refused, code ${buf[i + 3]}`))
       if (type === m.SUBACK && buf[i + 4] === 0x80) reject(new Error(`SUBACK refused for ${sub}`))
       if (type === want) {
-        want = -1
-        sock.removeListener('data', feed)
-        sock.removeListener('error', reject)
-        resolve(sock)
+        c.onPacket = () => {}
+        c.sock.removeListener('error', reject)
+        c.sock.removeListener('close', closed)
+        resolve(c)
       }
-    })
-    sock.on('data', feed)
-    sock.on('error', reject)
+    }
+    c.sock.on('error', reject)
+    c.sock.on('close', closed)
     const hello = [m.connect(clientId, { clean })]
     if (sub) hello.push(m.subscribe(sub, subQos))
-    sock.write(Buffer.concat(hello))
+    c.sock.write(Buffer.concat(hello))
   })
 }
 
@@ -65,32 +88,40 @@ async function throughput(job) {
   const { port, subs, pubs, qos, inflight, rate, latency, warmupMs, windowMs } = job
   const clean = job.clean !== false
   const tag = `lg${process.pid}`
-  const st = { running: true, recv: 0, sent: 0, measuring: false }
+  const st = { running: true, recv: 0, sent: 0, stalls: 0, measuring: false, lostNow: () => 0 }
+  let kick = () => {}
   const maxSamples = latency ? Math.ceil((rate * windowMs) / 1000) * 2 + 10000 : 0
   const lat = new Float64Array(maxSamples)
   let nLat = 0
-  let chunkNow = 0n
 
-  const drainTick = !latency && job.drainTick !== false
+  const windowed = !latency && qos === 0
+  const recvBy = new Float64Array(pubs.length)
+  const drainTick = !latency
   const paused = []
   if (drainTick) {
     const t = setInterval(() => {
       for (const sock of paused) sock.resume()
       paused.length = 0
-    }, DRAIN_MS)
+    }, job.tickMs || DRAIN_MS)
     t.unref()
   }
-  const subSocks = await Promise.all(
+  const subClients = await Promise.all(
     subs.map((filter, i) => open(port, `${tag}-s${i}`, { clean, sub: filter, subQos: qos })),
   )
-  for (const sock of subSocks) {
-    onLost(sock, st, 'subscriber')
-    // Acks for a whole chunk go out in one write; sized so it never overflows.
-    let acks = Buffer.allocUnsafe(qos ? 65536 : 0)
+  for (const c of subClients) {
+    onLost(c.sock, st, 'subscriber')
+    // A read of at most READ_BUF bytes holds at most READ_BUF / 4 packets,
+    // so one ack per packet always fits.
+    const acks = Buffer.allocUnsafe(qos ? READ_BUF + 8 : 0)
     let nAcks = 0
-    const feed = m.splitter((buf, i) => {
+    c.stamp = latency
+    c.onPacket = (buf, i) => {
       if (buf[i] >> 4 !== m.PUBLISH) return
       st.recv++
+      if (windowed) {
+        const off = m.payloadOffset(buf, i)
+        recvBy[(buf[off + 8] << 8) | buf[off + 9]]++
+      }
       if (qos) {
         const off = m.payloadOffset(buf, i)
         acks[nAcks] = 0x40
@@ -101,29 +132,27 @@ async function throughput(job) {
       }
       if (latency && st.measuring && nLat < maxSamples) {
         const sentAt = buf.readBigUInt64BE(m.payloadOffset(buf, i))
-        lat[nLat++] = Number(chunkNow - sentAt) / 1000
+        lat[nLat++] = Number(readAt - sentAt) / 1000
       }
-    })
-    sock.on('data', (chunk) => {
-      if (latency) chunkNow = process.hrtime.bigint()
-      if (qos && acks.length < chunk.length + 8) acks = Buffer.allocUnsafe(chunk.length * 2)
-      feed(chunk)
+    }
+    c.afterRead = (n) => {
+      kick()
       if (nAcks > 0) {
-        sock.write(Buffer.from(acks.subarray(0, nAcks)))
+        c.sock.write(Buffer.from(acks.subarray(0, nAcks)))
         nAcks = 0
       }
       // A short read means the socket is drained: wait for the next tick.
-      if (drainTick && chunk.length < 65536) {
-        sock.pause()
-        paused.push(sock)
+      if (drainTick && n < READ_BUF) {
+        paused.push(c.sock)
+        return false
       }
-    })
+      return true
+    }
   }
 
-  const pubSocks = await Promise.all(pubs.map((_, i) => open(port, `${tag}-p${i}`, { clean })))
-  pubSocks.forEach((sock) => {
-    onLost(sock, st, 'publisher')
-  })
+  const pubClients = await Promise.all(pubs.map((_, i) => open(port, `${tag}-p${i}`, { clean })))
+  for (const c of pubClients) onLost(c.sock, st, 'publisher')
+  const pubSocks = pubClients.map((c) => c.sock)
   const payload = Buffer.alloc(PAYLOAD, 0x61)
   const start = performance.now()
 
@@ -158,21 +187,74 @@ async function throughput(job) {
       }
     }, 1)
   } else if (qos === 0) {
-    // Unpaced: ~64 KB of identical PUBLISH packets per write, refilled on drain.
-    pubs.forEach((topic, p) => {
-      const one = m.publish(topic, payload)
-      const per = Math.floor(65536 / one.length)
-      const batch = Buffer.concat(new Array(per).fill(one))
-      const sock = pubSocks[p]
-      const pump = () => {
-        for (let k = 0; k < 8 && st.running; k++) {
-          st.sent += per
-          if (!sock.write(batch)) return void sock.once('drain', pump)
-        }
-        if (st.running) setImmediate(pump)
-      }
-      pump()
+    // Windowed: publisher p stays at most job.maxAhead messages ahead of what
+    // subscribers received from it (divided by fan-out; p rides in payload
+    // bytes 8-9), in writes of BATCH packets. An open-loop blast measures
+    // collapse under overload instead (Aedes overflows its stack with 50
+    // publishers), and a broker that drops QoS 0 would look faster than one
+    // that delivers. Per publisher, so one connection stuck on a delayed ACK
+    // does not starve the others. A window stuck for STALL_MS is presumed
+    // lost and reopened, so a dropping broker cannot hang the run; messages
+    // that turn up later are taken back off the lost count, so a broker that
+    // was only slow (a busy machine) is not pushed past the window for good.
+    const BATCH = 64
+    const STALL_MS = 1000
+    const fan = job.fanout || 1
+    const n = pubs.length
+    const sent = new Float64Array(n)
+    const lost = new Float64Array(n)
+    const seen = new Float64Array(n).fill(-1)
+    const movedAt = new Float64Array(n).fill(performance.now())
+    const batches = pubs.map((t, p) => {
+      const one = m.publish(t, payload)
+      one.writeUInt16BE(p, m.payloadOffset(one, 0) + 8)
+      return Buffer.concat(new Array(BATCH).fill(one))
     })
+    const ahead = (p) => {
+      const a = sent[p] - lost[p] - Math.floor(recvBy[p] / fan)
+      if (a < 0) lost[p] += a
+      return Math.max(a, 0)
+    }
+    st.lostNow = () => lost.reduce((x, y) => x + y, 0)
+    let scheduled = false
+    const pump = () => {
+      scheduled = false
+      let more = false
+      for (let p = 0; p < n && st.running; p++) {
+        const sock = pubSocks[p]
+        // Bounded: at most maxAhead / BATCH writes per publisher per turn.
+        while (ahead(p) + BATCH <= job.maxAhead && !sock.writableNeedDrain) {
+          sock.write(batches[p])
+          sent[p] += BATCH
+          st.sent += BATCH
+        }
+        more ||= ahead(p) + BATCH <= job.maxAhead && !sock.writableNeedDrain
+      }
+      if (more) kick()
+    }
+    kick = () => {
+      if (!scheduled && st.running) {
+        scheduled = true
+        setImmediate(pump)
+      }
+    }
+    for (const sock of pubSocks) sock.on('drain', kick)
+    const stall = setInterval(() => {
+      if (!st.running) return clearInterval(stall)
+      const now = performance.now()
+      for (let p = 0; p < n; p++) {
+        if (recvBy[p] !== seen[p]) {
+          seen[p] = recvBy[p]
+          movedAt[p] = now
+        } else if (now - movedAt[p] > STALL_MS && ahead(p) + BATCH > job.maxAhead) {
+          if (st.measuring) st.stalls++
+          lost[p] += ahead(p)
+          movedAt[p] = now
+          kick()
+        }
+      }
+    }, 10)
+    kick()
   } else {
     // QoS 1 window: a ring of pre-serialized packets with ids 1..RING; each
     // PUBACK frees one slot and the next packets of the ring go out in one write.
@@ -193,17 +275,23 @@ async function throughput(job) {
         }
       }
       let acked = 0
-      const feed = m.splitter((buf, i) => {
+      pubClients[p].onPacket = (buf, i) => {
         if (buf[i] >> 4 === m.PUBACK) acked++
-      })
-      sock.on('data', (chunk) => {
-        feed(chunk)
+      }
+      // Acks are read once per drain tick too, so a publisher refills its
+      // window in one write per tick, not one write per PUBACK.
+      pubClients[p].afterRead = (n) => {
         if (acked > 0) {
-          const n = acked
+          const k = acked
           acked = 0
-          send(n)
+          send(k)
         }
-      })
+        if (drainTick && n < READ_BUF) {
+          paused.push(sock)
+          return false
+        }
+        return true
+      }
       send(inflight)
     })
   }
@@ -211,6 +299,7 @@ async function throughput(job) {
   await new Promise((r) => setTimeout(r, warmupMs))
   const r0 = st.recv
   const s0 = st.sent
+  const l0 = st.lostNow()
   const c0 = process.cpuUsage()
   const t0 = performance.now()
   process.send({ type: 'window' })
@@ -221,21 +310,26 @@ async function throughput(job) {
   const cpu = cores(process.cpuUsage(c0), wall)
   const recv = st.recv - r0
   const sent = st.sent - s0
+  const lost = Math.max(0, st.lostNow() - l0)
   st.running = false
-  const result = { type: 'result', recvPerSec: (recv * 1000) / wall, sentPerSec: (sent * 1000) / wall, cpu }
+  const result = { type: 'result', recvPerSec: (recv * 1000) / wall, sentPerSec: (sent * 1000) / wall, lost, stalls: st.stalls, cpu }
   if (latency) {
     const s = lat.subarray(0, nLat).sort()
     const q = (x) => (nLat ? s[Math.min(nLat - 1, Math.ceil(x * nLat) - 1)] : null)
     Object.assign(result, { samples: nLat, p50: q(0.5), p99: q(0.99), p999: q(0.999) })
   }
-  for (const sock of [...subSocks, ...pubSocks]) sock.destroy()
+  for (const c of [...subClients, ...pubClients]) c.sock.destroy()
   process.send(result, () => process.exit(0))
 }
 
 // Idle connections, opened with a bounded number of handshakes in flight so
 // the broker's accept queue does not overflow into SYN retransmits (1 s each).
+// Source addresses rotate over 127.0.<proc>.1-200: with 20k connections from
+// one address, finding a free ephemeral port makes connect() itself the
+// bottleneck (19k connections from 4 processes: 4.4 s from one address, 2.3 s
+// spread out).
 function conns(job) {
-  const { port, count, concurrency } = job
+  const { port, count, concurrency, proc } = job
   const tag = `lg${process.pid}`
   const kept = []
   let started = 0
@@ -251,10 +345,10 @@ function conns(job) {
   const next = () => {
     if (started >= count) return
     const i = started++
-    open(port, `${tag}-c${i}`).then(
-      (sock) => {
-        sock.on('error', () => {})
-        kept.push(sock)
+    open(port, `${tag}-c${i}`, { localAddress: `127.0.${1 + proc}.${1 + (i % 200)}` }).then(
+      (c) => {
+        c.sock.on('error', () => {})
+        kept.push(c.sock)
         ok++
         if (ok + failed === count) done()
         else next()

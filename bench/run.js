@@ -2,7 +2,7 @@
 // Rules are in /work/shared/PERFORMANCE.md; how to read the output is at the top
 // of bench/RESULTS.md. Usage: node bench/run.js --help
 import { fork, spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import * as br from './brokers.js'
@@ -18,6 +18,8 @@ const WINDOW_MS = 3000
 const CONNS = 20000
 const CONN_PROCS = 4
 const SUSPECT_CPU = 0.5
+const NOISY_CPU = 0.3
+const DRAIN_TICK_MS = 1
 const range = (n, f) => Array.from({ length: n }, (_, i) => f(i))
 
 const k = (v) => `${Math.round(v / 1000)}k`
@@ -28,27 +30,40 @@ const rate = (key, label) => [key, label, 'higher', k]
 const SCENARIOS = {
   fanin: {
     shape: '8 publishers -> 1 subscriber on bench/+, QoS 0',
-    job: { subs: ['bench/+'], pubs: range(8, (i) => `bench/${i}`), qos: 0 },
+    how: 'each publisher at most 1536 messages ahead of the subscriber',
+    job: { subs: ['bench/+'], pubs: range(8, (i) => `bench/${i}`), qos: 0, maxAhead: 1536 },
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
   fanout: {
     shape: '1 publisher -> 50 subscribers on one topic, QoS 0',
-    job: { subs: range(50, () => 'bench/fanout'), pubs: ['bench/fanout'], qos: 0 },
+    how: 'the publisher at most 2048 messages ahead of the average subscriber',
+    job: { subs: range(50, () => 'bench/fanout'), pubs: ['bench/fanout'], qos: 0, maxAhead: 2048, fanout: 50 },
     metrics: [rate('recvPerSec', 'deliveries/s')],
   },
   pairs: {
     shape: '50 publisher/subscriber pairs on distinct topics, QoS 0',
-    job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 0 },
+    // Aedes collapses to ~15k msg/s once ~12k messages are queued in it
+    // (measured with 256 per pair); 192 still saturates Mosquitto.
+    how: 'each publisher at most 192 messages ahead of its subscriber',
+    job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 0, maxAhead: 192 },
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
   'pairs-qos1': {
     shape: '50 pairs, QoS 1 both ways, 16 unacknowledged per publisher, persistent sessions',
-    job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 1, inflight: 16, clean: false },
+    // A 2 ms tick halves the generator's syscalls (0.65 -> 0.35 cores) at the
+    // cost of a ceiling of 50 x 16 messages per tick, ~2x Mosquitto here.
+    how: 'clients read and ack once per 2 ms tick, so the scenario cannot report more than ~400k msg/s',
+    job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 1, inflight: 16, clean: false, tickMs: 2 },
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
   latency: {
     shape: 'fanin paced at 20,000 msg/s total; send time in the payload',
+    how: 'sent in 1 ms ticks (~20 messages per tick over the 8 publishers), subscriber reads at once, brokers with TCP_NODELAY (Mosquitto set_tcp_nodelay true, Aedes noDelay); publishers and subscriber in one process, send time = process.hrtime.bigint() written into the payload just before the write',
     job: { subs: ['bench/+'], pubs: range(8, (i) => `bench/${i}`), qos: 0, rate: 20000, latency: true },
+    // Nagle on the broker against the subscriber's delayed ACK stalls some
+    // runs by 40 ms (p99 jumps from ~0.4 ms to ~35 ms, run to run); latency is
+    // measured with the brokers' own TCP_NODELAY switch on.
+    nodelay: true,
     metrics: [
       ['p50', 'p50 latency (us)', 'lower', int],
       ['p99', 'p99 latency (us)', 'lower', int],
@@ -60,8 +75,9 @@ const SCENARIOS = {
     shape: `${CONNS} idle connections from ${CONN_PROCS} generator processes`,
     metrics: [
       ['connectS', 'time to connect all (s)', 'lower', fix(2)],
-      ['kbPerConn', 'RSS per connection (KB)', 'lower', fix(2)],
-      ['rssMB', 'RSS with all connected (MB)', 'lower', fix(1)],
+      // Memory does not depend on how fast the generator is: never flagged.
+      ['kbPerConn', 'RSS per connection (KB)', 'lower', fix(2), false],
+      ['rssMB', 'RSS with all connected (MB)', 'lower', fix(1), false],
     ],
   },
   idle: {
@@ -153,46 +169,50 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 async function runThroughput(b, sc) {
   const [gen] = await forkGenerators(1)
   try {
-    gen.send({ mode: 'throughput', port: b.port, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, ...sc.job })
+    gen.send({ mode: 'throughput', port: b.port, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, tickMs: DRAIN_TICK_MS, ...sc.job })
     // Broker CPU over the same window tells whether the broker was saturated.
     await nextMessage(gen, ['window'], 15000 + WARMUP_MS + 5000, 'measurement window')
     const cpu0 = br.cpuSeconds(b.pid)
+    const all0 = br.machineBusySeconds()
     const w0 = performance.now()
     const r = await nextMessage(gen, ['result'], WINDOW_MS + 10000, 'result')
-    const brokerCpu = (br.cpuSeconds(b.pid) - cpu0) / ((performance.now() - w0) / 1000)
+    const secs = (performance.now() - w0) / 1000
+    const brokerCpu = (br.cpuSeconds(b.pid) - cpu0) / secs
+    const otherCpu = Math.max(0, (br.machineBusySeconds() - all0) / secs - brokerCpu - r.cpu)
     const values = { recvPerSec: r.recvPerSec }
     if (sc.job.latency) Object.assign(values, { p50: r.p50, p99: r.p99, p999: r.p999 })
-    const note = r.sentPerSec > r.recvPerSec * 1.05 && !sc.job.latency ? `sent ${k(r.sentPerSec)}/s` : null
-    return { values, cpu: r.cpu, brokerCpu, note }
+    // A slow (descheduled) broker stalls windows too: late messages still count.
+    const note = r.stalls ? `${r.stalls} window stall(s) of 1 s, ${r.lost} messages still missing at the end` : null
+    return { values, cpu: r.cpu, brokerCpu, otherCpu, note }
   } finally {
     killGenerators([gen])
   }
 }
 
-async function runConns(b, count) {
+// The broker is stopped before the generators (runOne's `after`), so the
+// TIME_WAIT entries land on the broker's side, keyed by a port no later run
+// uses, instead of eating the clients' ephemeral ports for the next runs.
+async function runConns(b, count, after) {
   await sleep(500)
   const before = br.treeRssKb(b.pid)
   const gens = await forkGenerators(CONN_PROCS)
-  try {
-    const share = Math.ceil(count / CONN_PROCS)
-    const t0 = performance.now()
-    const done = gens.map((g, i) => nextMessage(g, ['connected'], 120000, 'connections'))
-    gens.forEach((g, i) => {
-      g.send({ cmd: 'go', port: b.port, count: Math.min(share, count - i * share), concurrency: 25 })
-    })
-    const rs = await Promise.all(done)
-    const ms = performance.now() - t0
-    await sleep(1000)
-    const after = br.treeRssKb(b.pid)
-    const ok = rs.reduce((s, r) => s + r.ok, 0)
-    const failed = rs.reduce((s, r) => s + r.failed, 0)
-    const cpu = rs.reduce((s, r) => s + r.cpu, 0)
-    if (ok === 0) throw new Error(`no connection succeeded: ${rs.find((r) => r.firstError)?.firstError}`)
-    const note = failed ? `${failed} of ${count} failed (${rs.find((r) => r.firstError).firstError})` : null
-    return { values: { connectS: ms / 1000, kbPerConn: (after - before) / ok, rssMB: after / 1024 }, cpu, note }
-  } finally {
-    killGenerators(gens)
-  }
+  after.push(() => killGenerators(gens))
+  const share = Math.ceil(count / CONN_PROCS)
+  const t0 = performance.now()
+  const done = gens.map((g) => nextMessage(g, ['connected'], 120000, 'connections'))
+  gens.forEach((g, i) => {
+    g.send({ cmd: 'go', port: b.port, count: Math.min(share, count - i * share), concurrency: 25, proc: i })
+  })
+  const rs = await Promise.all(done)
+  const ms = performance.now() - t0
+  await sleep(1000)
+  const rss = br.treeRssKb(b.pid)
+  const ok = rs.reduce((s, r) => s + r.ok, 0)
+  const failed = rs.reduce((s, r) => s + r.failed, 0)
+  const cpu = rs.reduce((s, r) => s + r.cpu, 0)
+  if (ok === 0) throw new Error(`no connection succeeded: ${rs.find((r) => r.firstError)?.firstError}`)
+  const note = failed ? `${failed} of ${count} failed (${rs.find((r) => r.firstError).firstError})` : null
+  return { values: { connectS: ms / 1000, kbPerConn: (rss - before) / ok, rssMB: rss / 1024 }, cpu, note }
 }
 
 async function runIdle(b, connackAt) {
@@ -205,7 +225,8 @@ async function runOne(name, scName, ctx) {
   const sc = SCENARIOS[scName]
   const dir = mkdtempSync(path.join(ctx.tmp, `${name}-`))
   const nofile = scName === 'conns' ? ctx.fdLimit : 0
-  const b = await br.startBroker(name, { dir, mosquitto: ctx.mosquitto, nofile })
+  const b = await br.startBroker(name, { dir, mosquitto: ctx.mosquitto, nofile, nodelay: !!sc.nodelay })
+  const after = []
   try {
     let connackAt
     try {
@@ -216,7 +237,7 @@ async function runOne(name, scName, ctx) {
     }
     let r
     if (scName === 'idle') r = await runIdle(b, connackAt)
-    else if (scName === 'conns') r = await runConns(b, ctx.conns)
+    else if (scName === 'conns') r = await runConns(b, ctx.conns, after)
     else r = await runThroughput(b, sc)
     if (b.exited) throw new Error(`${name} ${b.exited} during the run: ${br.logTail(b)}`)
     return r
@@ -225,6 +246,7 @@ async function runOne(name, scName, ctx) {
     throw err
   } finally {
     await br.stopBroker(b)
+    for (const f of after) f()
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -252,25 +274,27 @@ function machine() {
 function report(opts, ctx, results) {
   const bs = opts.brokers
   const others = bs.includes('mosquitto') ? bs.filter((b) => b !== 'mosquitto') : []
-  const cellFor = (scName, b, key, fmt) => {
-    if (b === 'perch' && ctx.perchDown) return 'n/a'
+  const cellFor = (scName, b, key, fmt, load) => {
     const reps = results[scName][b]
+    if (reps.length === 0) return 'n/a'
     const v = median(reps.map((r) => r.values?.[key]))
     if (v === null) return 'failed'
     const cpu = median(reps.map((r) => r.cpu))
+    const other = median(reps.map((r) => r.otherCpu))
     const okReps = reps.filter((r) => r.values).length
-    return `${fmt(v)}${cpu !== null && cpu > SUSPECT_CPU ? ' ⚠' : ''}${okReps < reps.length ? ` (${okReps}/${reps.length} reps)` : ''}`
+    const flag = load !== false && ((cpu !== null && cpu > SUSPECT_CPU) || (other !== null && other > NOISY_CPU)) ? ' ⚠' : ''
+    return `${fmt(v)}${flag}${okReps < reps.length ? ` (${okReps}/${reps.length} reps)` : ''}`
   }
   const lines = []
   const head = ['scenario', 'metric', 'better', ...bs.map((b) => LABEL[b]), ...others.map((b) => `${LABEL[b]} / Mosquitto`)]
   lines.push(`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`)
   for (const scName of opts.scenarios) {
-    for (const [key, label, better, fmt] of SCENARIOS[scName].metrics) {
+    for (const [key, label, better, fmt, load] of SCENARIOS[scName].metrics) {
       const row = [scName, label, better]
-      for (const b of bs) row.push(cellFor(scName, b, key, fmt))
+      for (const b of bs) row.push(cellFor(scName, b, key, fmt, load))
       const base = median(results[scName].mosquitto?.map((r) => r.values?.[key]) ?? [])
       for (const b of others) {
-        const v = b === 'perch' && ctx.perchDown ? null : median(results[scName][b].map((r) => r.values?.[key]))
+        const v = median(results[scName][b].map((r) => r.values?.[key]))
         row.push(v !== null && base ? `${(v / base).toFixed(2)} x` : 'n/a')
       }
       lines.push(`| ${row.join(' | ')} |`)
@@ -278,8 +302,8 @@ function report(opts, ctx, results) {
   }
 
   const detail = [
-    '| scenario | broker | first metric, per rep | generator CPU (cores), per rep | broker CPU (cores), per rep |',
-    '| --- | --- | --- | --- | --- |',
+    '| scenario | broker | first metric, per rep | CPU cores, per rep: generator / broker / other processes |',
+    '| --- | --- | --- | --- |',
   ]
   const notes = []
   for (const scName of opts.scenarios) {
@@ -289,9 +313,8 @@ function report(opts, ctx, results) {
       if (reps.length === 0) continue
       const vals = reps.map((r) => (r.values ? fmt(r.values[key]) : 'failed')).join(', ')
       const cores = (x) => (typeof x === 'number' ? x.toFixed(2) : '-')
-      const cpus = reps.map((r) => cores(r.cpu)).join(', ')
-      const bcpus = reps.map((r) => cores(r.brokerCpu)).join(', ')
-      detail.push(`| ${scName} | ${LABEL[b]} | ${vals} | ${cpus} | ${bcpus} |`)
+      const cpus = reps.map((r) => `${cores(r.cpu)} / ${cores(r.brokerCpu)} / ${cores(r.otherCpu)}`).join(', ')
+      detail.push(`| ${scName} | ${LABEL[b]} | ${vals} | ${cpus} |`)
       reps.forEach((r, i) => {
         if (r.error) notes.push(`${scName}, ${LABEL[b]}, rep ${i + 1}: failed: ${r.error}`)
         else if (r.note) notes.push(`${scName}, ${LABEL[b]}, rep ${i + 1}: ${r.note}`)
@@ -305,13 +328,13 @@ function report(opts, ctx, results) {
     '',
     `- command: \`${ctx.command}\``,
     `- machine: ${machine()}`,
-    `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${ctx.perchDown ? `not available (${ctx.perchDown})` : bs.includes('perch') ? `bin/perch.js (package ${ctx.perchVersion})` : 'not run'}`,
+    `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${!bs.includes('perch') ? 'not run' : `package ${ctx.perchVersion}${ctx.perchDown ? `, not available (${ctx.perchDown})` : ''}`}`,
     `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads`,
     `- scenarios: ${scList}`,
     '',
     ...lines,
     '',
-    '⚠ = the load generator used more than half a core (median): the figure may be limited by the generator, not the broker.',
+    `⚠ = suspect: the load generator used more than ${SUSPECT_CPU} core, or other processes on this shared machine more than ${NOISY_CPU} core, during the measurement (medians; per-rep figures below).`,
     '',
     'Notes:',
     '',
@@ -319,13 +342,16 @@ function report(opts, ctx, results) {
   ]
   if (opts.scenarios.includes('conns')) {
     out.push(
-      `- conns: ${ctx.conns} connections (broker fd limit ${ctx.fdLimit}${ctx.conns < CONNS ? `; ${CONNS} would not fit, so the count is capped` : ''}), keepalive 600 s, at most 100 handshakes in flight; RSS per connection = (RSS after all connected + 1 s - RSS before) / connections. The ⚠ flag there concerns the connect time only.`,
+      `- conns: ${ctx.conns} connections (broker fd limit ${ctx.fdLimit}${ctx.conns < CONNS ? `; ${CONNS} would not fit, so the count is capped` : ''}), keepalive 600 s, at most 100 handshakes in flight; RSS per connection = (RSS after all connected + 1 s - RSS before) / connections; client source addresses spread over 127.0.x.y.`,
     )
   }
-  if (opts.scenarios.includes('pairs-qos1') && bs.includes('perch') && !ctx.perchDown) {
+  if (results['pairs-qos1']?.perch?.some((r) => r.values)) {
     out.push('- pairs-qos1, perch: not-yet-durable: run with the defaults of `perch start`; acks are not verified to follow a commit.')
   }
-  if (opts.scenarios.includes('latency')) out.push('- latency: publishers and subscriber in one generator process, one 1 ms pacing tick; send time = process.hrtime.bigint() written into the payload just before the write.')
+  out.push(
+    `- load generator (bench/loadgen.js): pre-serialized packets, throughput subscribers read once per ${DRAIN_TICK_MS} ms tick; QoS 0 publishers write 64 packets at a time and stay a bounded number of messages ahead of their subscribers (below); a window stuck for 1 s is presumed lost and reopened, so a broker that drops QoS 0 cannot hang the run.`,
+  )
+  for (const scName of opts.scenarios) if (SCENARIOS[scName].how) out.push(`- ${scName}: ${SCENARIOS[scName].how}.`)
   for (const n of notes) out.push(`- ${n}`)
   out.push('', '<details><summary>per-rep figures</summary>', '', ...detail, '', '</details>', '')
   return out.join('\n')
@@ -375,7 +401,7 @@ async function main() {
           const r = await runOne(name, scName, ctx)
           results[scName][name].push(r)
           const [key, label, , fmt] = SCENARIOS[scName].metrics[0]
-          const cpu = r.cpu === null ? '' : ` (generator ${r.cpu.toFixed(2)} cores${r.brokerCpu != null ? `, broker ${r.brokerCpu.toFixed(2)}` : ''})`
+          const cpu = r.cpu === null ? '' : ` (cores: generator ${r.cpu.toFixed(2)}${r.brokerCpu != null ? `, broker ${r.brokerCpu.toFixed(2)}, others ${r.otherCpu.toFixed(2)}` : ''})`
           console.error(`${tag}: ${fmt(r.values[key])} ${label}${cpu}${r.note ? `; ${r.note}` : ''}`)
         } catch (err) {
           if (name === 'perch' && err.startup) {
@@ -398,6 +424,10 @@ async function main() {
 }
 
 process.on('exit', br.killAll)
+process.on('uncaughtException', (err) => {
+  console.error(err)
+  process.exit(1)
+})
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
     console.error(`bench: ${sig}, stopping brokers and generators`)
