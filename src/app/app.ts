@@ -9,11 +9,12 @@ import type { Logger } from '../core/logger.js'
 import { Broker } from '../mqtt/broker/broker.js'
 import type { BrokerHooks } from '../mqtt/broker/hooks.js'
 import { SysPublisher } from '../mqtt/broker/sys.js'
-import { MemorySessionStore } from '../mqtt/session/memory-store.js'
+import type { SessionStore } from '../mqtt/session/store.js'
 import type { ConnectionLimits, TransportServices } from '../mqtt/transport/context.js'
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
 import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
+import { openSessionStore } from './store.js'
 
 export interface AppDeps {
   readonly clock: Clock
@@ -32,6 +33,8 @@ export class App {
   readonly #deadlines: DeadlineQueue
   readonly #sys: SysPublisher | undefined
   readonly #logger: Logger
+  /** Where sessions and retained messages are kept (SQLite unless persistence.mode is memory). */
+  readonly store: SessionStore
   #stopping: Promise<void> | undefined
 
   private constructor(parts: {
@@ -41,6 +44,7 @@ export class App {
     deadlines: DeadlineQueue
     sys: SysPublisher | undefined
     logger: Logger
+    store: SessionStore
   }) {
     this.broker = parts.broker
     this.listeners = parts.listeners
@@ -48,6 +52,7 @@ export class App {
     this.#deadlines = parts.deadlines
     this.#sys = parts.sys
     this.#logger = parts.logger
+    this.store = parts.store
   }
 
   static async start(config: PerchConfig, deps: AppDeps): Promise<App> {
@@ -60,9 +65,10 @@ export class App {
     const specs = config.listeners.map(listenerSpec)
     const deadlines = new DeadlineQueue(clock)
     const limits = connectionLimits(config)
+    const { store, state } = openSessionStore(config, clock, logger)
     const broker = new Broker({
       hooks: buildHooks(config),
-      store: new MemorySessionStore(),
+      store,
       clock,
       deadlines,
       logger,
@@ -73,6 +79,8 @@ export class App {
         maxSessionExpiry: config.limits.maxSessionExpiry,
       },
     })
+    const restored = broker.restore(state)
+    if (restored.sessions > 0 || restored.retained > 0 || restored.expired > 0) logger.info('sessions.restored', restored)
     broker.events.on((e) => {
       if (e.type === 'client.disconnected') logger.info('client.disconnected', { clientId: e.client.clientId, reason: e.reason })
       else if (e.type === 'session.expired') logger.info('session.expired', { clientId: e.clientId })
@@ -93,6 +101,7 @@ export class App {
       await Promise.all(listeners.map((l) => l.close()))
       broker.dispose()
       deadlines.dispose()
+      store.close()
       throw new ConfigError(`cannot listen: ${describeError(e)}`)
     }
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
@@ -101,10 +110,11 @@ export class App {
       version: deps.version,
       pid: process.pid,
       dataDir: config.dataDir,
+      persistence: config.persistence.mode,
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store })
   }
 
   stop(): Promise<void> {
@@ -120,6 +130,8 @@ export class App {
     this.#sys?.dispose()
     this.broker.dispose()
     this.#deadlines.dispose()
+    this.store.flush()
+    this.store.close()
     this.#logger.info('perch.stopped', {})
   }
 }

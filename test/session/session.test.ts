@@ -1,62 +1,8 @@
 // Session without sockets: the in-flight window, packet ids, the offline queue, and what
 // reattaching resends. A fake PacketSink records every write.
 import t from 'tap'
-import { createMessage, type Delivery, messageBytes, type QoS } from '../../src/mqtt/session/message.js'
-import type { PacketSink } from '../../src/mqtt/session/ports.js'
-import { type DeliverOutcome, type DropCounter, Session, type SessionLimits } from '../../src/mqtt/session/session.js'
-
-type Write = { kind: 'publish'; topic: string; packetId: number; dup: boolean; qos: QoS } | { kind: 'pubrel'; packetId: number }
-
-class FakeSink implements PacketSink {
-  readonly writes: Write[] = []
-  lastPacketId = -1
-  writable = true
-  constructor(readonly receiveMaximum = 65_535) {}
-  canWrite(): boolean {
-    return this.writable
-  }
-  writePublish(d: Delivery, packetId: number, dup: boolean): void {
-    this.writes.push({ kind: 'publish', topic: d.message.topic, packetId, dup, qos: d.qos })
-    this.lastPacketId = packetId
-  }
-  writePubrel(packetId: number): void {
-    this.writes.push({ kind: 'pubrel', packetId })
-  }
-  get publishes(): Extract<Write, { kind: 'publish' }>[] {
-    return this.writes.filter((w): w is Extract<Write, { kind: 'publish' }> => w.kind === 'publish')
-  }
-}
-
-class Drops implements DropCounter {
-  readonly dropped_: { reason: DeliverOutcome; topic: string }[] = []
-  readonly expired_: string[] = []
-  dropped(reason: DeliverOutcome, d: Delivery): void {
-    this.dropped_.push({ reason, topic: d.message.topic })
-  }
-  expired(d: Delivery): void {
-    this.expired_.push(d.message.topic)
-  }
-}
-
-const T0 = 1_700_000_000_000
-
-function setup(limits: Partial<SessionLimits> = {}) {
-  const clock = { now: T0 }
-  const drops = new Drops()
-  const session = new Session(
-    'c1',
-    60,
-    { maxInflight: 32, maxQueuedMessages: 1000, maxQueuedBytes: 16 * 1_048_576, ...limits },
-    drops,
-    () => clock.now,
-  )
-  return { clock, drops, session }
-}
-
-function delivery(topic: string, qos: QoS, expiresAt?: number, payload = 'x'): Delivery {
-  const message = createMessage({ topic, payload: Buffer.from(payload), qos, retain: false, properties: undefined, expiresAt, origin: 'pub' })
-  return { message, qos, retain: false, subscriptionIds: undefined }
-}
+import { messageBytes } from '../../src/mqtt/session/message.js'
+import { delivery, FakeSink, setup, subscription, T0 } from './fakes.js'
 
 t.test('QoS 0 to an offline session is dropped, not queued', async (t) => {
   const { session, drops } = setup()
@@ -159,7 +105,11 @@ t.test('[MQTT-4.6.0-1] a message arriving while others wait in the queue goes be
   t.equal(session.deliver(delivery('b', 1)), 'queued')
   const a = sink.publishes[0]
   if (a === undefined) throw new Error('a not sent')
-  session.inflight.delete(a.packetId) // a slot frees without a pump (as if acknowledged elsewhere)
+  // The slot frees while the socket is full, so b stays queued with the window open.
+  sink.writable = false
+  t.ok(session.complete(a.packetId, 'await-ack'))
+  t.equal(session.inflight.size, 0)
+  sink.writable = true
   t.equal(session.deliver(delivery('c', 1)), 'queued', 'not sent ahead of b')
   session.pump()
   session.complete(sink.publishes[1]?.packetId ?? -1, 'await-ack')
@@ -375,14 +325,15 @@ t.test('reset drops subscriptions, in-flight, incoming QoS 2 ids and the queue [
   const { session } = setup({ maxInflight: 1 })
   const sink = new FakeSink()
   session.attach(sink)
-  session.subscriptions.set('a/#', { qos: 1, noLocal: false, retainAsPublished: false, retainHandling: 0, subscriptionId: undefined })
-  session.incomingQos2.add(7)
+  session.subscribe('a/#', subscription())
+  session.holdIncomingQos2(7)
   session.deliver(delivery('a', 1))
   session.deliver(delivery('b', 1))
   session.reset()
   t.equal(session.subscriptions.size, 0)
   t.equal(session.inflight.size, 0)
-  t.equal(session.incomingQos2.size, 0)
+  t.notOk(session.hasIncomingQos2(7))
+  t.equal(session.incomingQos2Count, 0)
   t.equal(session.queued, 0)
   t.equal(session.queuedBytes, 0)
 })

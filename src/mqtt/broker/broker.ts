@@ -3,8 +3,16 @@ import type { DeadlineHandle, DeadlineQueue } from '../../core/deadlines.js'
 import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
 import { createMessage, type Delivery, type Message } from '../session/message.js'
-import type { SessionStore } from '../session/ports.js'
-import { type DeliverOutcome, type DropCounter, NEVER_EXPIRES, Session, type SessionLimits, type SubscriptionOptions } from '../session/session.js'
+import {
+  type DeliverOutcome,
+  type DropCounter,
+  NEVER_EXPIRES,
+  Session,
+  type SessionDeps,
+  type SessionLimits,
+  type SubscriptionOptions,
+} from '../session/session.js'
+import type { SessionOwner, SessionStore, StoredSession, StoredState, StoredWill } from '../session/store.js'
 import { parseShared } from '../topic/validate.js'
 import { BrokerEvents } from './events.js'
 import type { BrokerHooks, ClientInfo } from './hooks.js'
@@ -71,7 +79,9 @@ export class Broker implements Disposable {
   readonly stats: BrokerStats
   readonly events = new BrokerEvents()
   readonly router: Router
-  readonly sessions: SessionStore
+  readonly sessions = new Map<string, Session>()
+  readonly #store: SessionStore
+  readonly #sessionDeps: SessionDeps
   readonly #deps: BrokerDeps
   readonly #live = new Map<string, LiveLink>()
   readonly #expiries = new Map<string, DeadlineHandle>()
@@ -84,7 +94,7 @@ export class Broker implements Disposable {
 
   constructor(deps: BrokerDeps) {
     this.#deps = deps
-    this.sessions = deps.store
+    this.#store = deps.store
     this.router = new Router(deps.hooks)
     this.stats = new BrokerStats(deps.clock.now())
     this.#drops = {
@@ -93,6 +103,12 @@ export class Broker implements Disposable {
         this.stats.droppedExpired++
       },
     }
+    this.#sessionDeps = { limits: deps.limits, drops: this.#drops, now: () => deps.clock.now(), store: deps.store }
+  }
+
+  /** Runs `fn` once everything recorded so far is durable: how acks keep the durability promise. */
+  afterCommit(fn: (error: Error | undefined) => void): void {
+    this.#store.afterCommit(fn)
   }
 
   get hooks(): BrokerHooks {
@@ -131,10 +147,15 @@ export class Broker implements Disposable {
     }
     const sessionPresent = session !== undefined
     if (session === undefined) {
-      session = new Session(id, expiryInterval, this.#deps.limits, this.#drops, () => this.#deps.clock.now())
-      this.sessions.put(session)
+      session = new Session(id, expiryInterval, this.#sessionDeps)
+      this.sessions.set(id, session)
     }
     session.expiryInterval = expiryInterval
+    if (session.persistent) {
+      // Recorded as connected (no deadline): after a crash its will goes out and its expiry restarts.
+      this.#store.saveSession(id, ownerOf(link.client), expiryInterval, undefined)
+      this.#store.saveWill(id, req.will === undefined ? undefined : storedWill(req.will, undefined))
+    }
     this.#live.set(id, { link, session, will: req.will })
     return { session, sessionPresent, expiryInterval }
   }
@@ -149,23 +170,24 @@ export class Broker implements Disposable {
     session.detach()
     if (req.expiryInterval !== undefined) session.expiryInterval = Math.min(req.expiryInterval, this.#deps.limits.maxSessionExpiry)
     const expiry = session.expiryInterval
+    const now = this.#deps.clock.now()
+    let pendingAt: number | undefined
     if (will !== undefined && req.publishWill) {
       const delay = Math.min(will.delaySeconds, expiry)
       if (delay <= 0) this.#publishWill(link.client, will)
       else {
-        const fire = (): void => {
-          this.#wills.delete(id)
-          this.#publishWill(link.client, will)
-        }
-        this.#wills.set(id, { handle: this.#deps.deadlines.at(this.#deps.clock.now() + delay * 1000, fire), fire })
+        pendingAt = now + delay * 1000
+        this.#scheduleWill(link.client, will, pendingAt)
       }
     }
     if (expiry === 0) this.#removeSession(session)
-    else if (expiry !== NEVER_EXPIRES) {
-      this.#expiries.set(
-        id,
-        this.#deps.deadlines.at(this.#deps.clock.now() + expiry * 1000, () => this.#expire(session)),
-      )
+    else {
+      const expiresAt = expiry === NEVER_EXPIRES ? undefined : now + expiry * 1000
+      if (expiresAt !== undefined) this.#scheduleExpiry(session, expiresAt)
+      if (session.persistent) {
+        this.#store.saveSession(id, ownerOf(link.client), expiry, expiresAt)
+        this.#store.saveWill(id, pendingAt === undefined || will === undefined ? undefined : storedWill(will, pendingAt))
+      }
     }
     this.events.emit({ type: 'client.disconnected', client: link.client, reason: req.reason })
   }
@@ -174,11 +196,26 @@ export class Broker implements Disposable {
   publish(message: Message, counted = true): number {
     if (counted) this.stats.messagesReceived++
     if (message.retain) {
+      // $SYS statistics are rebuilt at every start: keeping them would mean a disk write per interval.
+      const durable = !message.topic.startsWith('$SYS/')
       // An empty retained payload clears the topic and is itself not stored [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-      if (message.payload.length === 0) this.router.retained.delete(message.topic)
-      else this.router.retained.set(message.topic, message)
+      if (message.payload.length === 0) {
+        if (this.router.retained.delete(message.topic) && durable) this.#store.deleteRetained(message.topic)
+      } else {
+        this.router.retained.set(message.topic, message)
+        if (durable) this.#store.setRetained(message)
+      }
     }
     return this.router.route(message, this.#deliver)
+  }
+
+  /** Takes back a message the store could not keep, from every persistent session and the retained store. */
+  withdraw(message: Message): void {
+    for (const session of this.sessions.values()) if (session.persistent) session.withdraw(message)
+    if (message.retain && this.router.retained.get(message.topic) === message) {
+      this.router.retained.delete(message.topic)
+      this.#store.deleteRetained(message.topic)
+    }
   }
 
   subscribe(session: Session, client: ClientInfo, filter: string, options: SubscriptionOptions, filtered: boolean): boolean {
@@ -186,9 +223,8 @@ export class Broker implements Disposable {
     if (parsed.kind === 'invalid') return false
     const group = parsed.kind === 'shared' ? parsed.group : undefined
     const entry: DirectEntry = { kind: 'direct', session, options, reader: filtered ? client : undefined }
-    const isNew = !session.subscriptions.has(filter)
     this.router.add(parsed.filter, group, entry)
-    session.subscriptions.set(filter, options)
+    const isNew = session.subscribe(filter, options)
     this.events.emit({ type: 'client.subscribed', client, filter, qos: options.qos })
     return isNew
   }
@@ -216,12 +252,93 @@ export class Broker implements Disposable {
   }
 
   unsubscribe(session: Session, client: ClientInfo, filter: string): boolean {
-    if (!session.subscriptions.delete(filter)) return false
+    if (!session.unsubscribe(filter)) return false
     const parsed = parseShared(filter)
     if (parsed.kind === 'invalid') return false
     this.router.remove(parsed.filter, parsed.kind === 'shared' ? parsed.group : undefined, session.clientId)
     this.events.emit({ type: 'client.unsubscribed', client, filter })
     return true
+  }
+
+  /**
+   * Brings back what the store kept: retained messages, and persistent sessions with their
+   * subscriptions (re-authorized under today's rules), queues, in-flight state, wills and
+   * expiry deadlines. What expired while perch was down is dropped now.
+   */
+  restore(state: StoredState): { sessions: number; expired: number; retained: number } {
+    const now = this.#deps.clock.now()
+    let retained = 0
+    for (const m of state.retained) {
+      if (m.expiresAt !== undefined && m.expiresAt <= now) this.#store.deleteRetained(m.topic)
+      else {
+        this.router.retained.set(m.topic, m)
+        retained++
+      }
+    }
+    let expired = 0
+    // Wills that fell due while perch was down go out once every session is back to receive them.
+    const due: (() => void)[] = []
+    for (const s of state.sessions) {
+      if (this.#restoreSession(s, now, due)) continue
+      expired++
+      this.events.emit({ type: 'session.expired', clientId: s.clientId })
+    }
+    for (const publish of due) publish()
+    return { sessions: this.sessions.size, expired, retained }
+  }
+
+  /** False when the session had ended while perch was down. */
+  #restoreSession(s: StoredSession, now: number, due: (() => void)[]): boolean {
+    const client = restoredClient(s.clientId, s.owner)
+    // A session whose client was connected when perch stopped ends its connection now.
+    const expiresAt = s.expiresAt ?? (s.expiryInterval === NEVER_EXPIRES ? undefined : now + s.expiryInterval * 1000)
+    const will = s.will === undefined ? undefined : { message: s.will.message, delaySeconds: s.will.delaySeconds, expirySeconds: s.will.expirySeconds }
+    const willAt = s.will === undefined ? undefined : (s.will.publishAt ?? now + s.will.delaySeconds * 1000)
+    if (expiresAt !== undefined && expiresAt <= now) {
+      if (will !== undefined) due.push(() => this.#publishWill(client, will))
+      this.#store.deleteSession(s.clientId)
+      this.stats.sessionsExpired++
+      return false
+    }
+    const session = new Session(s.clientId, s.expiryInterval, this.#sessionDeps)
+    session.restore(s)
+    this.sessions.set(s.clientId, session)
+    for (const [filter, options] of s.subscriptions) {
+      const decision = this.#deps.hooks.authorizeSubscribe(client, filter)
+      const parsed = parseShared(filter)
+      if (decision === 'deny' || parsed.kind === 'invalid') {
+        session.unsubscribe(filter)
+        continue
+      }
+      const reader = decision === 'filtered' ? client : undefined
+      this.router.add(parsed.filter, parsed.kind === 'shared' ? parsed.group : undefined, { kind: 'direct', session, options, reader })
+    }
+    if (expiresAt !== undefined) this.#scheduleExpiry(session, expiresAt)
+    if (will !== undefined && willAt !== undefined) {
+      if (willAt <= now) {
+        due.push(() => this.#publishWill(client, will))
+        this.#store.saveWill(s.clientId, undefined)
+      } else {
+        this.#scheduleWill(client, will, willAt)
+        if (s.will?.publishAt === undefined) this.#store.saveWill(s.clientId, storedWill(will, willAt))
+      }
+    }
+    if (s.expiresAt === undefined) this.#store.saveSession(s.clientId, s.owner, s.expiryInterval, expiresAt)
+    return true
+  }
+
+  #scheduleWill(client: ClientInfo, will: Will, at: number): void {
+    const id = client.clientId
+    const fire = (): void => {
+      this.#wills.delete(id)
+      this.#publishWill(client, will)
+      if (this.sessions.get(id)?.persistent === true) this.#store.saveWill(id, undefined)
+    }
+    this.#wills.set(id, { handle: this.#deps.deadlines.at(at, fire), fire })
+  }
+
+  #scheduleExpiry(session: Session, at: number): void {
+    this.#expiries.set(session.clientId, this.#deps.deadlines.at(at, () => this.#expire(session)))
   }
 
   dispose(): void {
@@ -267,6 +384,7 @@ export class Broker implements Disposable {
     }
     session.reset()
     this.sessions.delete(session.clientId)
+    if (session.persistent) this.#store.deleteSession(session.clientId)
   }
 
   /** Counts every drop; logs at most one line per interval so a flood of drops cannot flood the log. */
@@ -283,4 +401,17 @@ export class Broker implements Disposable {
       slowConsumer: this.stats.droppedSlowConsumer,
     })
   }
+}
+
+function ownerOf(client: ClientInfo): SessionOwner {
+  return { username: client.username, account: client.account, admin: client.admin }
+}
+
+function storedWill(will: Will, publishAt: number | undefined): StoredWill {
+  return { message: will.message, delaySeconds: will.delaySeconds, expirySeconds: will.expirySeconds, publishAt }
+}
+
+/** The identity a restored session acts under until its client reconnects. */
+function restoredClient(clientId: string, owner: SessionOwner): ClientInfo {
+  return { clientId, ...owner, remoteAddress: '', protocolVersion: 5, listener: 'restored' }
 }

@@ -1,5 +1,4 @@
 import type { Delivery } from './message.js'
-import type { Session } from './session.js'
 
 /** Where a session writes when its client is connected; implemented by the transport. */
 export interface PacketSink {
@@ -9,17 +8,4 @@ export interface PacketSink {
   writePubrel(packetId: number): void
   /** The client's Receive Maximum [MQTT-3.3.4-7]. */
   readonly receiveMaximum: number
-}
-
-/**
- * Keeps sessions between connections. The memory store keeps them in a map; the durable
- * store persists the same operations. Every implementation passes the contract suite in
- * test/session/store-contract.ts.
- */
-export interface SessionStore {
-  get(clientId: string): Session | undefined
-  put(session: Session): void
-  delete(clientId: string): boolean
-  values(): IterableIterator<Session>
-  readonly size: number
 }

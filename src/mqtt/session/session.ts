@@ -1,7 +1,8 @@
 import { RingQueue } from '../../core/ring-queue.js'
-import type { Delivery, QoS } from './message.js'
+import type { Delivery, Message, QoS } from './message.js'
 import { messageBytes } from './message.js'
 import type { PacketSink } from './ports.js'
+import type { SessionStore, StoredSession } from './store.js'
 
 export interface SubscriptionOptions {
   readonly qos: QoS
@@ -15,8 +16,21 @@ export interface SubscriptionOptions {
 export type OutState = 'await-ack' | 'await-comp'
 
 export interface OutFlight {
+  readonly seq: number
   readonly delivery: Delivery
   state: OutState
+}
+
+interface Queued {
+  readonly seq: number
+  readonly delivery: Delivery
+}
+
+export interface SessionDeps {
+  readonly limits: SessionLimits
+  readonly drops: DropCounter
+  readonly now: () => number
+  readonly store: SessionStore
 }
 
 export interface SessionLimits {
@@ -38,32 +52,36 @@ export const NEVER_EXPIRES = 0xffffffff
 /**
  * Per-client state without sockets: subscriptions, the outgoing in-flight window with
  * packet ids, the queue of messages waiting for the window or for the client, and the ids
- * of incoming QoS 2 messages awaiting PUBREL.
+ * of incoming QoS 2 messages awaiting PUBREL. A persistent session (expiry > 0) records
+ * every change of that state in the SessionStore as it happens.
  */
 export class Session {
   readonly clientId: string
   /** Seconds the session outlives its connection; NEVER_EXPIRES for 3.1.1 persistent sessions. */
   expiryInterval: number
-  readonly subscriptions = new Map<string, SubscriptionOptions>()
+  /** Whether the session outlives its connection and is kept in the store; fixed at creation. */
+  readonly persistent: boolean
+  readonly #subscriptions = new Map<string, SubscriptionOptions>()
   /** Insertion-ordered, so redelivery after reconnect keeps the original order [MQTT-4.6.0-1]. */
-  readonly inflight = new Map<number, OutFlight>()
-  readonly incomingQos2 = new Set<number>()
+  readonly #inflight = new Map<number, OutFlight>()
+  readonly #incomingQos2 = new Set<number>()
   /** In-flight ids whose PUBLISH awaits room in a new connection's window to be resent. */
   readonly #unsent = new Set<number>()
-  readonly #queue = new RingQueue<Delivery>()
+  readonly #queue = new RingQueue<Queued>()
   #queuedBytes = 0
   #sink: PacketSink | undefined
   #nextId = 1
-  readonly #limits: SessionLimits
-  readonly #drops: DropCounter
-  readonly #now: () => number
+  #seq = 1
+  readonly #deps: SessionDeps
+  /** The store, for persistent sessions only: others are never written. */
+  readonly #journal: SessionStore | undefined
 
-  constructor(clientId: string, expiryInterval: number, limits: SessionLimits, drops: DropCounter, now: () => number) {
+  constructor(clientId: string, expiryInterval: number, deps: SessionDeps) {
     this.clientId = clientId
     this.expiryInterval = expiryInterval
-    this.#limits = limits
-    this.#drops = drops
-    this.#now = now
+    this.persistent = expiryInterval > 0
+    this.#deps = deps
+    this.#journal = this.persistent ? deps.store : undefined
   }
 
   get connected(): boolean {
@@ -78,20 +96,75 @@ export class Session {
     return this.#queuedBytes
   }
 
+  get subscriptions(): ReadonlyMap<string, SubscriptionOptions> {
+    return this.#subscriptions
+  }
+
+  get inflight(): ReadonlyMap<number, OutFlight> {
+    return this.#inflight
+  }
+
+  /** Refills the session from what the store kept; it is not yet attached. */
+  restore(stored: StoredSession): void {
+    for (const [filter, options] of stored.subscriptions) this.#subscriptions.set(filter, options)
+    for (const id of stored.incomingQos2) this.#incomingQos2.add(id)
+    for (const d of stored.deliveries) {
+      const delivery: Delivery = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds }
+      if (d.state === 'queued') {
+        this.#queue.push({ seq: d.seq, delivery })
+        this.#queuedBytes += messageBytes(d.message)
+      } else this.#inflight.set(d.packetId, { seq: d.seq, delivery, state: d.state })
+      if (d.seq >= this.#seq) this.#seq = d.seq + 1
+    }
+  }
+
+  subscribe(filter: string, options: SubscriptionOptions): boolean {
+    const isNew = !this.#subscriptions.has(filter)
+    this.#subscriptions.set(filter, options)
+    this.#journal?.saveSubscription(this.clientId, filter, options)
+    return isNew
+  }
+
+  unsubscribe(filter: string): boolean {
+    if (!this.#subscriptions.delete(filter)) return false
+    this.#journal?.deleteSubscription(this.clientId, filter)
+    return true
+  }
+
+  hasIncomingQos2(packetId: number): boolean {
+    return this.#incomingQos2.has(packetId)
+  }
+
+  get incomingQos2Count(): number {
+    return this.#incomingQos2.size
+  }
+
+  /** An incoming QoS 2 message was accepted; its id is held until PUBREL [MQTT-4.3.3-9]. */
+  holdIncomingQos2(packetId: number): void {
+    this.#incomingQos2.add(packetId)
+    this.#journal?.addIncomingQos2(this.clientId, packetId)
+  }
+
+  releaseIncomingQos2(packetId: number): boolean {
+    if (!this.#incomingQos2.delete(packetId)) return false
+    this.#journal?.removeIncomingQos2(this.clientId, packetId)
+    return true
+  }
+
   /** Hot path: called by the router for every matching message. */
   deliver(d: Delivery): DeliverOutcome {
     const sink = this.#sink
     if (d.qos === 0) {
       if (sink === undefined) return 'dropped-offline'
       if (!sink.canWrite()) {
-        this.#drops.dropped('dropped-slow', d)
+        this.#deps.drops.dropped('dropped-slow', d)
         return 'dropped-slow'
       }
       sink.writePublish(d, 0, false)
       return 'sent'
     }
     if (sink !== undefined && this.#queue.length === 0 && this.#windowOpen(sink) && sink.canWrite()) {
-      this.#send(sink, d)
+      this.#send(this.#seq++, d, true)
       return 'sent'
     }
     return this.#enqueue(d)
@@ -99,30 +172,33 @@ export class Session {
 
   /** PUBACK or PUBCOMP: the slot is free [MQTT-4.3.2-4], [MQTT-4.3.3-13]. */
   complete(packetId: number, expected: OutState): boolean {
-    const f = this.inflight.get(packetId)
+    const f = this.#inflight.get(packetId)
     if (f === undefined || f.state !== expected) return false
-    this.inflight.delete(packetId)
-    this.#unsent.delete(packetId)
+    this.#drop(packetId, f)
     this.pump()
     return true
   }
 
   /** PUBREC: the message is owned by the receiver; answer with PUBREL [MQTT-4.3.3-4]. */
   received(packetId: number): boolean {
-    const f = this.inflight.get(packetId)
+    const f = this.#inflight.get(packetId)
     if (f === undefined) return false
-    f.state = 'await-comp'
+    if (f.state !== 'await-comp') {
+      f.state = 'await-comp'
+      this.#journal?.updateDelivery(this.clientId, f.seq, 'await-comp', packetId)
+    }
     this.#unsent.delete(packetId)
-    this.#sink?.writePubrel(packetId)
+    this.#write((sink) => sink.writePubrel(packetId))
     return true
   }
 
   /** PUBREC with an error code ends the flow for that id [MQTT-4.3.3-5]. */
   abandon(packetId: number): boolean {
-    const had = this.inflight.delete(packetId)
-    this.#unsent.delete(packetId)
-    if (had) this.pump()
-    return had
+    const f = this.#inflight.get(packetId)
+    if (f === undefined) return false
+    this.#drop(packetId, f)
+    this.pump()
+    return true
   }
 
   /**
@@ -135,11 +211,11 @@ export class Session {
     this.#unsent.clear()
     // Every PUBREL goes out and its message still counts against the window.
     let room = this.#windowSize(sink)
-    for (const f of this.inflight.values()) if (f.state === 'await-comp') room--
-    for (const [id, f] of this.inflight) {
-      if (f.state === 'await-comp') sink.writePubrel(id)
+    for (const f of this.#inflight.values()) if (f.state === 'await-comp') room--
+    for (const [id, f] of this.#inflight) {
+      if (f.state === 'await-comp') this.#write((s) => s.writePubrel(id))
       else if (room > 0 && this.#unsent.size === 0) {
-        sink.writePublish(f.delivery, id, true)
+        this.#write((s) => s.writePublish(f.delivery, id, true))
         room--
       } else this.#unsent.add(id)
     }
@@ -155,68 +231,125 @@ export class Session {
     const sink = this.#sink
     if (sink === undefined) return
     for (const id of this.#unsent) {
-      if (!sink.canWrite() || this.inflight.size - this.#unsent.size >= this.#windowSize(sink)) return
+      if (!sink.canWrite() || this.#inflight.size - this.#unsent.size >= this.#windowSize(sink)) return
       this.#unsent.delete(id)
-      const f = this.inflight.get(id)
-      if (f !== undefined && f.state === 'await-ack') sink.writePublish(f.delivery, id, true)
+      const f = this.#inflight.get(id)
+      if (f !== undefined && f.state === 'await-ack') this.#write((s) => s.writePublish(f.delivery, id, true))
     }
     while (this.#queue.length > 0 && sink.canWrite()) {
       const head = this.#queue.peek()
       if (head === undefined) break
-      if (head.qos > 0 && !this.#windowOpen(sink)) break
+      if (head.delivery.qos > 0 && !this.#windowOpen(sink)) break
       this.#queue.shift()
-      this.#queuedBytes -= messageBytes(head.message)
-      if (this.#isExpired(head)) {
-        this.#drops.expired(head)
+      this.#queuedBytes -= messageBytes(head.delivery.message)
+      if (this.#isExpired(head.delivery)) {
+        this.#journal?.removeDelivery(this.clientId, head.seq)
+        this.#deps.drops.expired(head.delivery)
         continue
       }
-      if (head.qos === 0) sink.writePublish(head, 0, false)
-      else this.#send(sink, head)
+      if (head.delivery.qos === 0) sink.writePublish(head.delivery, 0, false)
+      else this.#send(head.seq, head.delivery, false)
     }
   }
 
-  /** Drops everything a clean start discards [MQTT-3.1.2-4]. */
+  /**
+   * Takes back a message that could not be stored and whose publisher was told so: it leaves
+   * the queue, and the window if it was never sent. Returns how many copies went.
+   */
+  withdraw(message: Message): number {
+    let removed = 0
+    const kept: Queued[] = []
+    for (let q = this.#queue.shift(); q !== undefined; q = this.#queue.shift()) {
+      if (q.delivery.message === message) {
+        this.#queuedBytes -= messageBytes(message)
+        this.#journal?.removeDelivery(this.clientId, q.seq)
+        removed++
+      } else kept.push(q)
+    }
+    for (const q of kept) this.#queue.push(q)
+    for (const [id, f] of this.#inflight) {
+      if (f.delivery.message === message && f.state === 'await-ack') {
+        this.#drop(id, f)
+        removed++
+      }
+    }
+    return removed
+  }
+
+  /** Drops everything a clean start discards [MQTT-3.1.2-4]; the store forgets the session as a whole. */
   reset(): void {
-    this.subscriptions.clear()
-    this.inflight.clear()
+    this.#subscriptions.clear()
+    this.#inflight.clear()
     this.#unsent.clear()
-    this.incomingQos2.clear()
+    this.#incomingQos2.clear()
     this.#queue.clear()
     this.#queuedBytes = 0
   }
 
   *queuedDeliveries(): IterableIterator<Delivery> {
-    yield* this.#queue
+    for (const q of this.#queue) yield q.delivery
   }
 
   #windowOpen(sink: PacketSink): boolean {
-    return this.#unsent.size === 0 && this.inflight.size < this.#windowSize(sink)
+    return this.#unsent.size === 0 && this.#inflight.size < this.#windowSize(sink)
   }
 
   #windowSize(sink: PacketSink): number {
-    return Math.min(sink.receiveMaximum, this.#limits.maxInflight)
+    return Math.min(sink.receiveMaximum, this.#deps.limits.maxInflight)
   }
 
-  #send(sink: PacketSink, d: Delivery): void {
+  #send(seq: number, d: Delivery, isNew: boolean): void {
     const id = this.#allocateId()
-    this.inflight.set(id, { delivery: d, state: 'await-ack' })
-    sink.writePublish(d, id, false)
+    this.#inflight.set(id, { seq, delivery: d, state: 'await-ack' })
+    if (this.#journal !== undefined) {
+      if (isNew) this.#journal.addDelivery(this.clientId, stored(seq, d, 'await-ack', id))
+      else this.#journal.updateDelivery(this.clientId, seq, 'await-ack', id)
+    }
+    this.#write((s) => s.writePublish(d, id, false))
+  }
+
+  /**
+   * A persistent session sends a QoS 1/2 PUBLISH or PUBREL only once the state behind it is
+   * committed: after a crash the client can then hold no packet id, and have seen no message,
+   * that the restarted broker does not know about [MQTT-4.3.3-10], [MQTT-4.4.0-1].
+   */
+  #write(fn: (sink: PacketSink) => void): void {
+    const sink = this.#sink
+    if (sink === undefined) return
+    if (this.#journal === undefined) {
+      fn(sink)
+      return
+    }
+    // A reattach before the commit resends the in-flight window itself; after a failed commit
+    // the message is withdrawn, or resent on the next attach.
+    this.#journal.afterCommit((error) => {
+      if (error === undefined && this.#sink === sink) fn(sink)
+    })
+  }
+
+  #drop(packetId: number, f: OutFlight): void {
+    this.#inflight.delete(packetId)
+    this.#unsent.delete(packetId)
+    this.#journal?.removeDelivery(this.clientId, f.seq)
   }
 
   #enqueue(d: Delivery): DeliverOutcome {
     const bytes = messageBytes(d.message)
-    if (this.#queue.length >= this.#limits.maxQueuedMessages || this.#queuedBytes + bytes > this.#limits.maxQueuedBytes) {
-      this.#drops.dropped('dropped-full', d)
+    const limits = this.#deps.limits
+    if (this.#queue.length >= limits.maxQueuedMessages || this.#queuedBytes + bytes > limits.maxQueuedBytes) {
+      this.#deps.drops.dropped('dropped-full', d)
       return 'dropped-full'
     }
-    this.#queue.push(d)
+    const seq = this.#seq++
+    this.#queue.push({ seq, delivery: d })
     this.#queuedBytes += bytes
+    this.#journal?.addDelivery(this.clientId, stored(seq, d, 'queued', 0))
     return 'queued'
   }
 
   #isExpired(d: Delivery): boolean {
     const at = d.message.expiresAt
-    return at !== undefined && at <= this.#now()
+    return at !== undefined && at <= this.#deps.now()
   }
 
   /** Never reuses an id still in flight [MQTT-2.3.1-2]. */
@@ -224,7 +357,11 @@ export class Session {
     for (;;) {
       const id = this.#nextId
       this.#nextId = id >= 0xffff ? 1 : id + 1
-      if (!this.inflight.has(id)) return id
+      if (!this.#inflight.has(id)) return id
     }
   }
+}
+
+function stored(seq: number, d: Delivery, state: 'queued' | 'await-ack', packetId: number) {
+  return { seq, message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, state, packetId }
 }

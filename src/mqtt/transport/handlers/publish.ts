@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer'
-import type { ForwardedProperties, PublishPacket, QoS } from '../../protocol/packets.js'
+import type { ForwardedProperties, PubackPacket, PublishPacket, PubrecPacket, QoS } from '../../protocol/packets.js'
 import { RC } from '../../protocol/reason-codes.js'
 import { checkPublish } from '../../protocol/validate.js'
 import { createMessage, type Message } from '../../session/message.js'
@@ -55,16 +55,17 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
   const id = p.messageId ?? 0
   const session = ctx.session
 
-  if (p.qos === 2 && session.incomingQos2.has(id)) {
+  if (p.qos === 2 && session.hasIncomingQos2(id)) {
     // A resent QoS 2 PUBLISH is acknowledged again but not delivered twice [MQTT-4.3.3-10].
-    ctx.send({ cmd: 'pubrec', messageId: id })
+    broker.afterCommit((error) => (error === undefined ? ctx.send({ cmd: 'pubrec', messageId: id }) : refuseStorage(ctx, id, 'pubrec', error)))
     return
   }
-  if (p.qos === 2 && session.incomingQos2.size >= limits.receiveMaximum) {
+  if (p.qos === 2 && session.incomingQos2Count >= limits.receiveMaximum) {
     return ctx.fail(RC.RECEIVE_MAXIMUM_EXCEEDED, `[MQTT-3.3.4-7] more than ${limits.receiveMaximum} unacknowledged QoS 2 messages`)
   }
 
   let reasonCode: number = RC.SUCCESS
+  let message: Message | undefined
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (!broker.hooks.authorizePublish(ctx.client, topic)) {
     broker.stats.publishDenied++
@@ -73,13 +74,33 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
   } else if (v5 && p.properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
     reasonCode = RC.PAYLOAD_FORMAT_INVALID
   } else {
-    const message = buildMessage({ topic, payload, qos: p.qos, retain: p.retain, properties: p.properties }, ctx.client.clientId, clock)
+    message = buildMessage({ topic, payload, qos: p.qos, retain: p.retain, properties: p.properties }, ctx.client.clientId, clock)
     const matched = broker.publish(message)
     if (matched === 0 && v5) reasonCode = RC.NO_MATCHING_SUBSCRIBERS
   }
   if (p.qos === 0) return
-  const ack = p.qos === 1 ? 'puback' : 'pubrec'
-  if (p.qos === 2 && reasonCode < 0x80) session.incomingQos2.add(id)
-  if (v5 && reasonCode !== RC.SUCCESS) ctx.send({ cmd: ack, messageId: id, reasonCode })
-  else ctx.send({ cmd: ack, messageId: id })
+  const cmd = p.qos === 1 ? 'puback' : 'pubrec'
+  if (p.qos === 2 && reasonCode < 0x80) session.holdIncomingQos2(id)
+  const ack: PubackPacket | PubrecPacket = v5 && reasonCode !== RC.SUCCESS ? { cmd, messageId: id, reasonCode } : { cmd, messageId: id }
+  // The durability promise: the ack leaves once the message is committed for every persistent
+  // session that must receive it and for the retained store.
+  broker.afterCommit((error) => {
+    if (error === undefined) return ctx.send(ack)
+    // Not stored means not delivered to persistent sessions either: the publisher is told to retry.
+    if (message !== undefined) broker.withdraw(message)
+    refuseStorage(ctx, id, cmd, error)
+  })
+}
+
+/**
+ * The message could not be made durable (a full disk): a v5 publisher is told so with 0x97
+ * and may retry; a 3.1.1 publisher has no such code, so its connection is closed and it will
+ * resend the unacknowledged message after reconnecting.
+ */
+function refuseStorage(ctx: PacketContext, id: number, cmd: 'puback' | 'pubrec', error: Error): void {
+  ctx.services.logger.error('publish.not-stored', { clientId: ctx.client.clientId, error: error.message })
+  // A retry with the same id must be taken as a new message, not as a duplicate.
+  if (cmd === 'pubrec') ctx.session.releaseIncomingQos2(id)
+  if (ctx.version === 5) ctx.send({ cmd, messageId: id, reasonCode: RC.QUOTA_EXCEEDED, properties: { reasonString: `not stored: ${error.message}` } })
+  else ctx.fail(RC.QUOTA_EXCEEDED, `message not stored: ${error.message}`)
 }
