@@ -50,6 +50,22 @@ export interface PerchConfig {
     maxSessionExpiry: number
   }
   sys: { interval: number }
+  persistence: PersistenceConfig
+}
+
+export interface PersistenceConfig {
+  /** sqlite: sessions, queues and retained messages survive a restart; memory: they do not. */
+  mode: 'sqlite' | 'memory'
+  /** The database file, relative to dataDir unless absolute. */
+  file: string
+  /** full: every commit survives power loss; normal: faster, the last commits may be lost on power loss. */
+  synchronous: 'full' | 'normal'
+  /** Group commit: a transaction ends this long after its first write... */
+  commitIntervalMs: number
+  /** ...or after this many writes, whichever comes first; acknowledgements wait for it. */
+  commitMaxWrites: number
+  /** A corrupt database: refuse to start (fail), or rename it and start empty (move-aside). */
+  onCorrupt: 'fail' | 'move-aside'
 }
 
 /** Every default perch runs with, in one place; `perch config defaults` prints it. */
@@ -76,6 +92,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
       maxSessionExpiry: 7 * 24 * 3600,
     },
     sys: { interval: 10 },
+    persistence: { mode: 'sqlite', file: 'perch.db', synchronous: 'full', commitIntervalMs: 5, commitMaxWrites: 1000, onCorrupt: 'fail' },
   }
 }
 
@@ -149,6 +166,18 @@ const schema: JsonSchema = {
       },
     },
     sys: { type: 'object', additionalProperties: false, properties: { interval: int(0, 86_400) } },
+    persistence: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        mode: { enum: ['sqlite', 'memory'] },
+        file: { type: 'string', minLength: 1 },
+        synchronous: { enum: ['full', 'normal'] },
+        commitIntervalMs: int(1, 1000),
+        commitMaxWrites: int(1, 1_000_000),
+        onCorrupt: { enum: ['fail', 'move-aside'] },
+      },
+    },
   },
 }
 
@@ -166,6 +195,7 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     auth: { ...base.auth, ...c.auth },
     limits: { ...base.limits, ...c.limits },
     sys: { ...base.sys, ...c.sys },
+    persistence: { ...base.persistence, ...c.persistence },
   }
   const problem = crossCheck(config)
   return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))

@@ -59,7 +59,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   'mqtt-packet': { anyIn: 'mqtt/protocol/' },
   ajv: { file: 'core/schema.ts' },
   ws: { file: 'mqtt/transport/listeners.ts' },
-  'better-sqlite3': { dir: 'db/' },
+  'better-sqlite3': { file: 'db/database.ts' },
   jose: { dir: 'auth/' },
   'quickjs-emscripten-core': { dir: 'scripting/' },
   '@jitl/quickjs-wasmfile-release-sync': { dir: 'scripting/' },
@@ -305,9 +305,12 @@ t.test('self-test: the checker flags bad edges', async (t) => {
   flags(edge('core/clock.ts', 'fs'), /node: prefix/)
   flags(edge('util/x.ts', './y.js'), /belongs to no layer/)
   // One owner per package: a second module in the owning folder is flagged.
-  const two = checkEdges([edge('db/open.ts', 'better-sqlite3'), edge('db/migrate.ts', 'better-sqlite3')])
+  const two = checkEdges([edge('bridges/serial.ts', 'serialport'), edge('bridges/ports.ts', 'serialport')])
   t.equal(two.length, 1)
-  t.match(two[0] ?? '', /better-sqlite3: imported by db\/migrate\.ts, db\/open\.ts/)
+  t.match(two[0] ?? '', /serialport: imported by bridges\/ports\.ts, bridges\/serial\.ts/)
+  // better-sqlite3 has its one module: db/database.ts.
+  flags(edge('db/migrate.ts', 'better-sqlite3'), /only .*db\/database\.ts/)
+  flags(edge('persistence/sqlite-store.ts', 'better-sqlite3'), /only .*db\/database\.ts/)
 })
 
 t.test('self-test: the checker lets allowed edges through', async (t) => {
@@ -323,6 +326,8 @@ t.test('self-test: the checker lets allowed edges through', async (t) => {
   ok('mqtt/protocol/decoder.ts', 'mqtt-packet')
   ok('mqtt/protocol/encoder.ts', 'mqtt-packet')
   ok('core/clock.ts', 'node:fs')
+  ok('db/database.ts', 'better-sqlite3')
+  ok('persistence/sqlite-store.ts', '../db/index.js')
   ok('scripting/sandbox.ts', '@jitl/quickjs-wasmfile-release-sync')
 })
 

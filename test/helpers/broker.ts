@@ -24,12 +24,21 @@ interface Teardown {
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] }
 
+export interface StartOptions {
+  /**
+   * Run on this data directory (a restart: what an earlier broker kept there is loaded) and
+   * leave it in place when stopped; by default each broker gets a fresh one, removed at stop.
+   */
+  dataDir?: string
+}
+
 /**
  * Starts a real perch (TCP on 127.0.0.1, a free port) in this process with the given config
  * overrides, validated exactly as a config file would be. Stopped when the test ends.
  */
-export async function startBroker(t: Teardown, overrides: DeepPartial<PerchConfig> = {}): Promise<TestBroker> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'perch-test-'))
+export async function startBroker(t: Teardown, overrides: DeepPartial<PerchConfig> = {}, options: StartOptions = {}): Promise<TestBroker> {
+  const ownDir = options.dataDir === undefined
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'perch-test-'))
   const input = { listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }], sys: { interval: 0 }, ...overrides, dataDir }
   const resolved = resolveConfig(input, defaultConfig(), 'test config')
   if (!resolved.ok) throw resolved.error
@@ -46,7 +55,7 @@ export async function startBroker(t: Teardown, overrides: DeepPartial<PerchConfi
     if (stopped) return
     stopped = true
     await app.stop()
-    rmSync(dataDir, { recursive: true, force: true })
+    if (ownDir) rmSync(dataDir, { recursive: true, force: true })
   }
   t.teardown(stop)
   return { app, port, ports, config, logs, url: `mqtt://127.0.0.1:${port}`, stop }

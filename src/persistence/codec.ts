@@ -1,0 +1,154 @@
+import { DbError } from '../db/index.js'
+import type { ForwardedProperties } from '../mqtt/protocol/packets.js'
+import { createMessage, type Message, type QoS } from '../mqtt/session/message.js'
+import type { SubscriptionOptions } from '../mqtt/session/session.js'
+import type { DeliveryState, SessionOwner } from '../mqtt/session/store.js'
+
+/**
+ * Row <-> object conversions. Structured columns are JSON; Buffer fields (correlation data)
+ * are base64 inside it. Decoding checks every field: a row that does not decode is reported
+ * as a corrupt database naming the file, never turned into a half-valid object.
+ */
+
+export interface MessageRow {
+  id: number
+  topic: string
+  payload: Buffer
+  qos: number
+  retain: number
+  properties: string | null
+  expires_at: number | null
+  origin: string
+}
+
+export function encodeProperties(p: ForwardedProperties | undefined): string | null {
+  if (p === undefined) return null
+  const { correlationData, ...rest } = p
+  return JSON.stringify(correlationData === undefined ? rest : { ...rest, correlationData: correlationData.toString('base64') })
+}
+
+export function encodeOwner(o: SessionOwner): string {
+  return JSON.stringify({ username: o.username, account: o.account, admin: o.admin })
+}
+
+export function encodeOptions(o: SubscriptionOptions): string {
+  return JSON.stringify({
+    qos: o.qos,
+    noLocal: o.noLocal,
+    retainAsPublished: o.retainAsPublished,
+    retainHandling: o.retainHandling,
+    subscriptionId: o.subscriptionId,
+  })
+}
+
+export function encodeSubIds(ids: readonly number[] | undefined): string | null {
+  return ids === undefined ? null : JSON.stringify(ids)
+}
+
+/** Decoders for one database file; what fails names the file, the table and the key. */
+export class RowDecoder {
+  readonly #file: string
+
+  constructor(file: string) {
+    this.#file = file
+  }
+
+  message(r: MessageRow): Message {
+    const where = `messages.id ${r.id}`
+    return createMessage({
+      topic: r.topic,
+      payload: r.payload,
+      qos: this.qos(r.qos, where),
+      retain: r.retain !== 0,
+      properties: r.properties === null ? undefined : this.#properties(r.properties, where),
+      expiresAt: r.expires_at ?? undefined,
+      origin: r.origin,
+    })
+  }
+
+  owner(text: string, where: string): SessionOwner {
+    const o = this.#object(text, where)
+    return {
+      username: this.#optString(o.username, where),
+      account: this.#optString(o.account, where),
+      admin: o.admin === true,
+    }
+  }
+
+  options(text: string, where: string): SubscriptionOptions {
+    const o = this.#object(text, where)
+    const rh = o.retainHandling
+    return {
+      qos: this.qos(o.qos, where),
+      noLocal: o.noLocal === true,
+      retainAsPublished: o.retainAsPublished === true,
+      retainHandling: rh === 1 || rh === 2 ? rh : 0,
+      subscriptionId: typeof o.subscriptionId === 'number' ? o.subscriptionId : undefined,
+    }
+  }
+
+  subIds(text: string | null, where: string): readonly number[] | undefined {
+    if (text === null) return undefined
+    const v = this.#json(text, where)
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number')) throw this.#bad(where, 'subscription ids')
+    return v
+  }
+
+  state(s: string, where: string): DeliveryState {
+    if (s === 'queued' || s === 'await-ack' || s === 'await-comp') return s
+    throw this.#bad(where, `delivery state "${s}"`)
+  }
+
+  qos(q: unknown, where: string): QoS {
+    if (q === 0 || q === 1 || q === 2) return q
+    throw this.#bad(where, `qos ${String(q)}`)
+  }
+
+  missing(where: string, id: number): DbError {
+    return new DbError('corrupt', this.#file, `${where}: refers to message ${id}, which is missing`)
+  }
+
+  #properties(text: string, where: string): ForwardedProperties {
+    const o = this.#object(text, where)
+    const p: ForwardedProperties = {}
+    if (typeof o.payloadFormatIndicator === 'boolean') p.payloadFormatIndicator = o.payloadFormatIndicator
+    if (typeof o.contentType === 'string') p.contentType = o.contentType
+    if (typeof o.responseTopic === 'string') p.responseTopic = o.responseTopic
+    if (typeof o.correlationData === 'string') p.correlationData = Buffer.from(o.correlationData, 'base64')
+    const up = o.userProperties
+    if (typeof up === 'object' && up !== null && !Array.isArray(up)) {
+      const props: [string, string | string[]][] = []
+      for (const [k, v] of Object.entries(up)) {
+        if (typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'))) props.push([k, v])
+        else throw this.#bad(where, `user property "${k}"`)
+      }
+      // fromEntries defines own properties, so even a "__proto__" key stays a plain key.
+      p.userProperties = Object.fromEntries(props)
+    }
+    return p
+  }
+
+  #optString(v: unknown, where: string): string | undefined {
+    if (v === undefined || v === null) return undefined
+    if (typeof v === 'string') return v
+    throw this.#bad(where, 'a string field')
+  }
+
+  #object(text: string, where: string): Record<string, unknown> {
+    const v = this.#json(text, where)
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw this.#bad(where, 'a JSON object')
+    return v as Record<string, unknown>
+  }
+
+  #json(text: string, where: string): unknown {
+    try {
+      return JSON.parse(text)
+    } catch {
+      throw this.#bad(where, 'JSON')
+    }
+  }
+
+  #bad(where: string, what: string): DbError {
+    return new DbError('corrupt', this.#file, `${where}: cannot decode ${what}`)
+  }
+}

@@ -1,0 +1,258 @@
+import type { Clock } from '../core/clock.js'
+import type { Logger } from '../core/logger.js'
+import { err, ok, type Result } from '../core/result.js'
+import { type Database, type DbError, openDatabase, type Synchronous, toDbError } from '../db/index.js'
+import type { Message } from '../mqtt/session/message.js'
+import type { SubscriptionOptions } from '../mqtt/session/session.js'
+import type {
+  DeliveryState,
+  SessionOwner,
+  SessionStore,
+  StoredDelivery,
+  StoredState,
+  StoredWill,
+} from '../mqtt/session/store.js'
+import { encodeOptions, encodeOwner, encodeProperties, encodeSubIds, RowDecoder } from './codec.js'
+import { type CommitCallback, type CommitStats, GroupCommit } from './group-commit.js'
+import { MIGRATIONS } from './schema.js'
+import { prepareStatements, type RowCounts, type Statements } from './statements.js'
+
+export interface SqliteStoreOptions {
+  readonly synchronous: Synchronous
+  /** Group commit: a transaction ends this long after its first write (default 5 ms)... */
+  readonly commitIntervalMs?: number
+  /** ...or after this many writes (default 1000), whichever comes first. */
+  readonly commitMaxWrites?: number
+  readonly clock: Clock
+  readonly logger: Logger
+}
+
+/**
+ * The durable SessionStore: one SQLite file in WAL mode, written through group commit.
+ * Each message body is stored once and shared by every delivery, will and retained topic
+ * that holds it (reference-counted by triggers); a WeakMap finds the row of a Message object
+ * already stored, and `load` gives back one object per row, shared by all its references.
+ */
+export class SqliteSessionStore implements SessionStore {
+  readonly durable = true
+  readonly file: string
+  /** How large the file may grow (half the free space at open, plus its size then). */
+  readonly maxBytes: number | undefined
+  readonly #db: Database
+  readonly #s: Statements
+  readonly #commit: GroupCommit
+  readonly #decode: RowDecoder
+  readonly #ids = new WeakMap<Message, number>()
+  /** Ids are never reused within a process, so a stale WeakMap entry can never name another message. */
+  #lastId: number
+
+  private constructor(db: Database, options: SqliteStoreOptions) {
+    this.#db = db
+    this.file = db.file
+    this.maxBytes = db.maxBytes
+    this.#s = prepareStatements(db)
+    this.#decode = new RowDecoder(db.file)
+    this.#lastId = this.#s.lastMessageId.get()?.id ?? 0
+    const commit = { intervalMs: options.commitIntervalMs ?? 5, maxWrites: options.commitMaxWrites ?? 1000 }
+    this.#commit = new GroupCommit(db, options.clock, options.logger, commit, () => this.#sweep())
+  }
+
+  /** Opens (creating if missing) the store at `file`; a damaged or unreadable file is a typed error naming it. */
+  static open(file: string, options: SqliteStoreOptions): Result<SqliteSessionStore, DbError> {
+    const db = openDatabase(file, { synchronous: options.synchronous, migrations: MIGRATIONS, fitFreeSpace: true })
+    if (!db.ok) return db
+    try {
+      return ok(new SqliteSessionStore(db.value, options))
+    } catch (e) {
+      db.value.close()
+      return err(toDbError(e, file))
+    }
+  }
+
+  /** Commits, writes and failed batches so far. */
+  get stats(): Readonly<CommitStats> {
+    return this.#commit.stats
+  }
+
+  /** Rows per table, as committed plus the writes of the open transaction (for tests and diagnostics). */
+  rowCounts(): RowCounts {
+    return this.#s.rowCounts.get() ?? { sessions: 0, messages: 0, deliveries: 0, retained: 0, wills: 0, subscriptions: 0, refs: 0 }
+  }
+
+  /** Throws a DbError ('corrupt') when a row cannot be decoded. */
+  load(): StoredState {
+    const s = this.#s
+    const messages = new Map<number, Message>()
+    for (const row of s.allMessages.all()) {
+      const m = this.#decode.message(row)
+      messages.set(row.id, m)
+      this.#ids.set(m, row.id)
+    }
+    const message = (id: number, where: string): Message => {
+      const m = messages.get(id)
+      if (m === undefined) throw this.#decode.missing(where, id)
+      return m
+    }
+    const sessions = new Map<string, Building>()
+    for (const r of s.allSessions.all()) {
+      sessions.set(r.client_id, {
+        clientId: r.client_id,
+        owner: this.#decode.owner(r.owner, `sessions "${r.client_id}"`),
+        expiryInterval: r.expiry_interval,
+        expiresAt: r.expires_at ?? undefined,
+        will: undefined,
+        subscriptions: new Map(),
+        deliveries: [],
+        incomingQos2: new Set(),
+      })
+    }
+    for (const r of s.allWills.all()) {
+      const session = sessions.get(r.client_id)
+      if (session === undefined) continue
+      const where = `wills "${r.client_id}"`
+      session.will = {
+        message: message(r.message_id, where),
+        delaySeconds: r.delay,
+        expirySeconds: r.expiry ?? undefined,
+        publishAt: r.publish_at ?? undefined,
+      }
+    }
+    for (const r of s.allSubscriptions.all()) {
+      sessions.get(r.client_id)?.subscriptions.set(r.filter, this.#decode.options(r.options, `subscriptions "${r.client_id}" "${r.filter}"`))
+    }
+    for (const r of s.allDeliveries.all()) {
+      const session = sessions.get(r.client_id)
+      if (session === undefined) continue
+      const where = `deliveries "${r.client_id}" ${r.seq}`
+      session.deliveries.push({
+        seq: r.seq,
+        message: message(r.message_id, where),
+        qos: this.#decode.qos(r.qos, where),
+        retain: r.retain !== 0,
+        subscriptionIds: this.#decode.subIds(r.sub_ids, where),
+        state: this.#decode.state(r.state, where),
+        packetId: r.packet_id,
+      })
+    }
+    for (const r of s.allIncoming.all()) sessions.get(r.client_id)?.incomingQos2.add(r.packet_id)
+    const retained = s.allRetained.all().map((r) => message(r.message_id, `retained "${r.topic}"`))
+    return { sessions: [...sessions.values()], retained }
+  }
+
+  saveSession(clientId: string, owner: SessionOwner, expiryInterval: number, expiresAt: number | undefined): void {
+    this.#commit.write(() => this.#s.saveSession.run(clientId, encodeOwner(owner), expiryInterval, expiresAt ?? null))
+  }
+
+  deleteSession(clientId: string): void {
+    const s = this.#s
+    this.#commit.write(() => {
+      s.deleteSessionDeliveries.run(clientId)
+      s.deleteSessionSubscriptions.run(clientId)
+      s.deleteSessionIncoming.run(clientId)
+      s.deleteWill.run(clientId)
+      s.deleteSession.run(clientId)
+    })
+  }
+
+  saveWill(clientId: string, will: StoredWill | undefined): void {
+    const s = this.#s
+    this.#commit.write(() => {
+      if (will === undefined) {
+        s.deleteWill.run(clientId)
+        return
+      }
+      const id = this.#messageId(will.message)
+      const changed = s.saveWill.run(clientId, id, will.delaySeconds, will.expirySeconds ?? null, will.publishAt ?? null, clientId)
+      if (changed === 0) s.deleteIfUnreferenced.run(id)
+    })
+  }
+
+  saveSubscription(clientId: string, filter: string, options: SubscriptionOptions): void {
+    this.#commit.write(() => this.#s.saveSubscription.run(clientId, filter, encodeOptions(options), clientId))
+  }
+
+  deleteSubscription(clientId: string, filter: string): void {
+    this.#commit.write(() => this.#s.deleteSubscription.run(clientId, filter))
+  }
+
+  /** Not retried if its batch fails: the publisher was refused (0x97) and may send it again. */
+  addDelivery(clientId: string, d: StoredDelivery): void {
+    const s = this.#s
+    this.#commit.write(() => {
+      const id = this.#messageId(d.message)
+      const changed = s.addDelivery.run(clientId, d.seq, id, d.qos, d.retain ? 1 : 0, encodeSubIds(d.subscriptionIds), d.state, d.packetId, clientId)
+      // No such session: the row just stored for it is not kept.
+      if (changed === 0) s.deleteIfUnreferenced.run(id)
+    }, false)
+  }
+
+  updateDelivery(clientId: string, seq: number, state: DeliveryState, packetId: number): void {
+    this.#commit.write(() => this.#s.updateDelivery.run(state, packetId, clientId, seq))
+  }
+
+  removeDelivery(clientId: string, seq: number): void {
+    this.#commit.write(() => this.#s.removeDelivery.run(clientId, seq))
+  }
+
+  addIncomingQos2(clientId: string, packetId: number): void {
+    this.#commit.write(() => this.#s.addIncoming.run(clientId, packetId, clientId))
+  }
+
+  removeIncomingQos2(clientId: string, packetId: number): void {
+    this.#commit.write(() => this.#s.removeIncoming.run(clientId, packetId))
+  }
+
+  /** Not retried if its batch fails, like addDelivery: the last retained message stored stays. */
+  setRetained(message: Message): void {
+    this.#commit.write(() => this.#s.setRetained.run(message.topic, this.#messageId(message)), false)
+  }
+
+  deleteRetained(topic: string): void {
+    this.#commit.write(() => this.#s.deleteRetained.run(topic))
+  }
+
+  afterCommit(fn: CommitCallback): void {
+    this.#commit.afterCommit(fn)
+  }
+
+  flush(): void {
+    this.#commit.flush()
+  }
+
+  close(): void {
+    if (!this.#db.open) return
+    this.#commit.close()
+    this.#db.close()
+  }
+
+  /** At commit: every message row whose last reference went in this transaction, in one statement. */
+  #sweep(): void {
+    if (this.#s.anyUnreferenced.get() === undefined) return
+    this.#s.sweepMessages.run()
+    this.#s.clearUnreferenced.run()
+  }
+
+  /**
+   * The row of a message, inserted on first use. A row found through the WeakMap may have
+   * been swept (its last reference went) or rolled back since: then the message is stored again.
+   */
+  #messageId(m: Message): number {
+    const known = this.#ids.get(m)
+    if (known !== undefined && this.#s.messageExists.get(known) !== undefined) return known
+    const id = ++this.#lastId
+    this.#s.insertMessage.run(id, m.qos, m.retain ? 1 : 0, m.expiresAt ?? null, m.origin, m.topic, encodeProperties(m.properties), m.payload)
+    this.#ids.set(m, id)
+    return id
+  }
+}
+
+interface Building {
+  clientId: string
+  owner: SessionOwner
+  expiryInterval: number
+  expiresAt: number | undefined
+  will: StoredWill | undefined
+  subscriptions: Map<string, SubscriptionOptions>
+  deliveries: StoredDelivery[]
+  incomingQos2: Set<number>
+}

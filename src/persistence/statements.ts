@@ -1,0 +1,134 @@
+import type { Database } from '../db/index.js'
+import type { MessageRow } from './codec.js'
+
+export interface SessionRow {
+  client_id: string
+  owner: string
+  expiry_interval: number
+  expires_at: number | null
+}
+
+export interface WillRow {
+  client_id: string
+  message_id: number
+  delay: number
+  expiry: number | null
+  publish_at: number | null
+}
+
+export interface SubscriptionRow {
+  client_id: string
+  filter: string
+  options: string
+}
+
+export interface DeliveryRow {
+  client_id: string
+  seq: number
+  message_id: number
+  qos: number
+  retain: number
+  sub_ids: string | null
+  state: string
+  packet_id: number
+}
+
+export interface IncomingRow {
+  client_id: string
+  packet_id: number
+}
+
+/** How many rows each table holds, and the sum of the message reference counts. */
+export interface RowCounts {
+  sessions: number
+  messages: number
+  deliveries: number
+  retained: number
+  wills: number
+  subscriptions: number
+  refs: number
+}
+
+export interface RetainedRow {
+  topic: string
+  message_id: number
+}
+
+/**
+ * Writes for a client only take effect while its session row exists, as in the memory store;
+ * the client id is bound a second time, last (better-sqlite3 binds `?NNN` only once).
+ */
+const IF_SESSION = 'WHERE EXISTS (SELECT 1 FROM sessions WHERE client_id = ?)'
+
+/** Every statement the session store runs, prepared once when it opens. */
+export function prepareStatements(db: Database) {
+  return {
+    // messages
+    lastMessageId: db.prepare<{ id: number | null }>('SELECT max(id) AS id FROM messages'),
+    messageExists: db.prepare<{ one: number }>('SELECT 1 AS one FROM messages WHERE id = ?'),
+    insertMessage: db.prepare(
+      'INSERT INTO messages (id, qos, retain, expires_at, origin, topic, properties, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    anyUnreferenced: db.prepare<{ one: number }>('SELECT 1 AS one FROM unreferenced LIMIT 1'),
+    sweepMessages: db.prepare('DELETE FROM messages WHERE id IN (SELECT id FROM unreferenced) AND refs <= 0'),
+    clearUnreferenced: db.prepare('DELETE FROM unreferenced'),
+    deleteIfUnreferenced: db.prepare('DELETE FROM messages WHERE id = ? AND refs <= 0'),
+    allMessages: db.prepare<MessageRow>('SELECT id, topic, payload, qos, retain, properties, expires_at, origin FROM messages'),
+    // sessions
+    saveSession: db.prepare(
+      `INSERT INTO sessions (client_id, owner, expiry_interval, expires_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner, expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at`,
+    ),
+    deleteSession: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
+    deleteSessionDeliveries: db.prepare('DELETE FROM deliveries WHERE client_id = ?'),
+    deleteSessionSubscriptions: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
+    deleteSessionIncoming: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ?'),
+    allSessions: db.prepare<SessionRow>('SELECT client_id, owner, expiry_interval, expires_at FROM sessions'),
+    // wills
+    saveWill: db.prepare(
+      `INSERT INTO wills (client_id, message_id, delay, expiry, publish_at) SELECT ?, ?, ?, ?, ? ${IF_SESSION}
+       ON CONFLICT (client_id) DO UPDATE SET message_id = excluded.message_id, delay = excluded.delay, expiry = excluded.expiry, publish_at = excluded.publish_at`,
+    ),
+    deleteWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+    allWills: db.prepare<WillRow>('SELECT client_id, message_id, delay, expiry, publish_at FROM wills'),
+    // subscriptions
+    saveSubscription: db.prepare(
+      `INSERT INTO subscriptions (client_id, filter, options) SELECT ?, ?, ? ${IF_SESSION}
+       ON CONFLICT (client_id, filter) DO UPDATE SET options = excluded.options`,
+    ),
+    deleteSubscription: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND filter = ?'),
+    allSubscriptions: db.prepare<SubscriptionRow>('SELECT client_id, filter, options FROM subscriptions'),
+    // deliveries
+    addDelivery: db.prepare(
+      `INSERT INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, state, packet_id)
+       SELECT ?, ?, ?, ?, ?, ?, ?, ? ${IF_SESSION}
+       ON CONFLICT (client_id, seq) DO UPDATE SET message_id = excluded.message_id, qos = excluded.qos, retain = excluded.retain,
+         sub_ids = excluded.sub_ids, state = excluded.state, packet_id = excluded.packet_id`,
+    ),
+    updateDelivery: db.prepare('UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?'),
+    removeDelivery: db.prepare('DELETE FROM deliveries WHERE client_id = ? AND seq = ?'),
+    allDeliveries: db.prepare<DeliveryRow>(
+      'SELECT client_id, seq, message_id, qos, retain, sub_ids, state, packet_id FROM deliveries ORDER BY client_id, seq',
+    ),
+    // incoming QoS 2
+    addIncoming: db.prepare(`INSERT INTO incoming_qos2 (client_id, packet_id) SELECT ?, ? ${IF_SESSION} ON CONFLICT DO NOTHING`),
+    removeIncoming: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
+    allIncoming: db.prepare<IncomingRow>('SELECT client_id, packet_id FROM incoming_qos2'),
+    // retained
+    setRetained: db.prepare(
+      `INSERT INTO retained (topic, message_id) VALUES (?, ?)
+       ON CONFLICT (topic) DO UPDATE SET message_id = excluded.message_id`,
+    ),
+    deleteRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
+    allRetained: db.prepare<RetainedRow>('SELECT topic, message_id FROM retained'),
+    // diagnostics
+    rowCounts: db.prepare<RowCounts>(
+      `SELECT (SELECT count(*) FROM sessions) AS sessions, (SELECT count(*) FROM messages) AS messages,
+        (SELECT count(*) FROM deliveries) AS deliveries, (SELECT count(*) FROM retained) AS retained,
+        (SELECT count(*) FROM wills) AS wills, (SELECT count(*) FROM subscriptions) AS subscriptions,
+        (SELECT coalesce(sum(refs), 0) FROM messages) AS refs`,
+    ),
+  }
+}
+
+export type Statements = ReturnType<typeof prepareStatements>
