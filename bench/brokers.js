@@ -43,11 +43,11 @@ export function mosquittoPath() {
 // queued (default 1000); in fanin the generator can have 8 x 1536 in flight
 // for one subscriber, so the limit is raised to measure delivery, not dropping.
 // The window, not this limit, bounds the broker's memory.
-export function mosquittoConf(port, nodelay = false) {
+export function mosquittoConf(port, nodelay = false, durableDir = undefined) {
   return [
     `listener ${port} 127.0.0.1`,
     'allow_anonymous true',
-    'persistence false',
+    ...(durableDir ? ['persistence true', `persistence_location ${durableDir}/`] : ['persistence false']),
     'max_queued_messages 100000',
     'max_inflight_messages 20',
     'log_dest stderr',
@@ -72,13 +72,13 @@ export function freePort() {
 
 // Returns { child, pid, port, exited, logFile, t0 } where t0 is performance.now()
 // taken just before exec, for the exec-to-CONNACK figure.
-export async function startBroker(name, { dir, mosquitto, nofile, nodelay }) {
+export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durable }) {
   const port = await freePort()
   let cmd
   let args
   if (name === 'mosquitto') {
     const conf = path.join(dir, 'mosquitto.conf')
-    writeFileSync(conf, mosquittoConf(port, nodelay))
+    writeFileSync(conf, mosquittoConf(port, nodelay, durable ? dir : undefined))
     cmd = mosquitto.bin
     args = ['-c', conf]
   } else if (name === 'aedes') {
@@ -86,7 +86,11 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay }) {
     args = [path.join(ROOT, 'bench', 'aedes-server.js'), String(port), ...(nodelay ? ['--nodelay'] : [])]
   } else if (name === 'perch') {
     cmd = process.execPath
-    args = [PERCH_BIN, 'start', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--allow-anonymous']
+    // Like Mosquitto's connection_messages false: no log line per connection; and room for
+    // the conns scenario's 20,000 clients (the default limit is 10,000).
+    const conf = path.join(dir, 'perch.json')
+    writeFileSync(conf, JSON.stringify({ log: { level: 'warn' }, limits: { maxConnections: 50000 } }))
+    args = [PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--allow-anonymous']
   } else {
     throw new Error(`unknown broker ${name}`)
   }
