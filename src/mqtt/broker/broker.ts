@@ -12,10 +12,11 @@ import {
   type SessionLimits,
   type SubscriptionOptions,
 } from '../session/session.js'
-import type { SessionOwner, SessionStore, StoredSession, StoredState, StoredWill } from '../session/store.js'
+import type { SessionStore, StoredSession, StoredState } from '../session/store.js'
 import { parseShared } from '../topic/validate.js'
 import { BrokerEvents } from './events.js'
 import type { BrokerHooks, ClientInfo } from './hooks.js'
+import { ownerOf, planRestore, storedWill } from './restored.js'
 import { type DirectEntry, Router } from './router.js'
 import { BrokerStats } from './stats.js'
 
@@ -289,11 +290,7 @@ export class Broker implements Disposable {
 
   /** False when the session had ended while perch was down. */
   #restoreSession(s: StoredSession, now: number, due: (() => void)[]): boolean {
-    const client = restoredClient(s.clientId, s.owner)
-    // A session whose client was connected when perch stopped ends its connection now.
-    const expiresAt = s.expiresAt ?? (s.expiryInterval === NEVER_EXPIRES ? undefined : now + s.expiryInterval * 1000)
-    const will = s.will === undefined ? undefined : { message: s.will.message, delaySeconds: s.will.delaySeconds, expirySeconds: s.will.expirySeconds }
-    const willAt = s.will === undefined ? undefined : (s.will.publishAt ?? now + s.will.delaySeconds * 1000)
+    const { client, expiresAt, will, willAt } = planRestore(s, now)
     if (expiresAt !== undefined && expiresAt <= now) {
       if (will !== undefined) due.push(() => this.#publishWill(client, will))
       this.#store.deleteSession(s.clientId)
@@ -314,7 +311,7 @@ export class Broker implements Disposable {
       this.router.add(parsed.filter, parsed.kind === 'shared' ? parsed.group : undefined, { kind: 'direct', session, options, reader })
     }
     if (expiresAt !== undefined) this.#scheduleExpiry(session, expiresAt)
-    if (will !== undefined && willAt !== undefined) {
+    if (will !== undefined) {
       if (willAt <= now) {
         due.push(() => this.#publishWill(client, will))
         this.#store.saveWill(s.clientId, undefined)
@@ -401,17 +398,4 @@ export class Broker implements Disposable {
       slowConsumer: this.stats.droppedSlowConsumer,
     })
   }
-}
-
-function ownerOf(client: ClientInfo): SessionOwner {
-  return { username: client.username, account: client.account, admin: client.admin }
-}
-
-function storedWill(will: Will, publishAt: number | undefined): StoredWill {
-  return { message: will.message, delaySeconds: will.delaySeconds, expirySeconds: will.expirySeconds, publishAt }
-}
-
-/** The identity a restored session acts under until its client reconnects. */
-function restoredClient(clientId: string, owner: SessionOwner): ClientInfo {
-  return { clientId, ...owner, remoteAddress: '', protocolVersion: 5, listener: 'restored' }
 }
