@@ -77,6 +77,8 @@ export class App {
         maxQueuedMessages: config.limits.maxQueuedMessages,
         maxQueuedBytes: config.limits.maxQueuedBytes,
         maxSessionExpiry: config.limits.maxSessionExpiry,
+        maxQueuedMessagesTotal: config.limits.maxQueuedMessagesTotal,
+        maxQueuedBytesTotal: config.limits.maxQueuedBytesTotal,
       },
     })
     const restored = broker.restore(state)

@@ -42,6 +42,8 @@ export interface PerchConfig {
     receiveMaximum: number
     maxQueuedMessages: number
     maxQueuedBytes: number
+    maxQueuedMessagesTotal: number
+    maxQueuedBytesTotal: number
     maxTopicLength: number
     maxTopicLevels: number
     topicAliasMaximum: number
@@ -84,6 +86,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
       receiveMaximum: 100,
       maxQueuedMessages: 1000,
       maxQueuedBytes: 16 * 1_048_576,
+      maxQueuedMessagesTotal: 100_000,
+      maxQueuedBytesTotal: 64 * 1_048_576,
       maxTopicLength: 1024,
       maxTopicLevels: 32,
       topicAliasMaximum: 16,
@@ -157,6 +161,8 @@ const schema: JsonSchema = {
         receiveMaximum: int(1, 65_535),
         maxQueuedMessages: int(0, 10_000_000),
         maxQueuedBytes: int(0, 4_294_967_295),
+        maxQueuedMessagesTotal: int(0, 100_000_000),
+        maxQueuedBytesTotal: int(0, 68_719_476_736),
         maxTopicLength: int(1, 65_535),
         maxTopicLevels: int(1, 1024),
         topicAliasMaximum: int(0, 65_535),

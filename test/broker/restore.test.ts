@@ -50,7 +50,14 @@ function setup(t: Teardown, fill: (store: MemorySessionStore) => void, hooks = n
     clock,
     deadlines,
     logger: silentLogger(),
-    limits: { maxInflight: 10, maxQueuedMessages: 100, maxQueuedBytes: 1_000_000, maxSessionExpiry: NEVER_EXPIRES },
+    limits: {
+      maxInflight: 10,
+      maxQueuedMessages: 100,
+      maxQueuedBytes: 1_000_000,
+      maxSessionExpiry: NEVER_EXPIRES,
+      maxQueuedMessagesTotal: 10_000,
+      maxQueuedBytesTotal: 100_000_000,
+    },
   })
   const restored = broker.restore(store.load())
   t.teardown(() => {

@@ -170,7 +170,14 @@ async function recordingTlsBroker(t: Test, requireClientCert: boolean): Promise<
     clock,
     deadlines,
     logger,
-    limits: { maxInflight: 32, maxQueuedMessages: 100, maxQueuedBytes: 1_000_000, maxSessionExpiry: 3600 },
+    limits: {
+      maxInflight: 32,
+      maxQueuedMessages: 100,
+      maxQueuedBytes: 1_000_000,
+      maxSessionExpiry: 3600,
+      maxQueuedMessagesTotal: 10_000,
+      maxQueuedBytesTotal: 100_000_000,
+    },
   })
   const connections = new ConnectionSet({
     broker,

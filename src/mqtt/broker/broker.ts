@@ -2,6 +2,7 @@ import type { Clock } from '../../core/clock.js'
 import type { DeadlineHandle, DeadlineQueue } from '../../core/deadlines.js'
 import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
+import { QueueBudget } from '../session/budget.js'
 import { createMessage, type Delivery, type Message } from '../session/message.js'
 import {
   type DeliverOutcome,
@@ -23,6 +24,9 @@ import { BrokerStats } from './stats.js'
 export interface BrokerLimits extends SessionLimits {
   /** Upper bound on any session's expiry interval, in seconds. */
   maxSessionExpiry: number
+  /** Messages and bytes queued across all sessions together. */
+  maxQueuedMessagesTotal: number
+  maxQueuedBytesTotal: number
 }
 
 /** The broker's view of a live connection. */
@@ -81,6 +85,7 @@ export class Broker implements Disposable {
   readonly events = new BrokerEvents()
   readonly router: Router
   readonly sessions = new Map<string, Session>()
+  readonly budget: QueueBudget
   readonly #store: SessionStore
   readonly #sessionDeps: SessionDeps
   readonly #deps: BrokerDeps
@@ -104,7 +109,8 @@ export class Broker implements Disposable {
         this.stats.droppedExpired++
       },
     }
-    this.#sessionDeps = { limits: deps.limits, drops: this.#drops, now: () => deps.clock.now(), store: deps.store }
+    this.budget = new QueueBudget(deps.limits.maxQueuedMessagesTotal, deps.limits.maxQueuedBytesTotal)
+    this.#sessionDeps = { limits: deps.limits, drops: this.#drops, now: () => deps.clock.now(), store: deps.store, budget: this.budget }
   }
 
   /** Runs `fn` once everything recorded so far is durable: how acks keep the durability promise. */

@@ -57,6 +57,8 @@ export class SysPublisher implements Disposable {
       ['bytes/sent', String(s.bytesSent)],
       ['subscriptions/count', String(b.router.subscriptionCount)],
       ['retained messages/count', String(b.router.retained.size)],
+      ['messages/queued', String(b.budget.messages)],
+      ['messages/queued/bytes', String(b.budget.bytes)],
       ['messages/dropped', String(s.dropped)],
       ['messages/dropped/queue-full', String(s.droppedQueueFull)],
       ['messages/dropped/slow-consumer', String(s.droppedSlowConsumer)],

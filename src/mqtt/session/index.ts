@@ -1,3 +1,4 @@
+export { QueueBudget } from './budget.js'
 export { MemorySessionStore } from './memory-store.js'
 export {
   cachedEncoding,

@@ -1,4 +1,5 @@
 import { RingQueue } from '../../core/ring-queue.js'
+import type { QueueBudget } from './budget.js'
 import type { Delivery, Message, QoS } from './message.js'
 import { messageBytes } from './message.js'
 import type { PacketSink } from './ports.js'
@@ -28,6 +29,8 @@ interface Queued {
 
 export interface SessionDeps {
   readonly limits: SessionLimits
+  /** Shared by all sessions; unlimited when absent. */
+  readonly budget?: QueueBudget
   readonly drops: DropCounter
   readonly now: () => number
   readonly store: SessionStore
@@ -113,6 +116,7 @@ export class Session {
       if (d.state === 'queued') {
         this.#queue.push({ seq: d.seq, delivery })
         this.#queuedBytes += messageBytes(d.message)
+        this.#deps.budget?.take(messageBytes(d.message))
       } else this.#inflight.set(d.packetId, { seq: d.seq, delivery, state: d.state })
       if (d.seq >= this.#seq) this.#seq = d.seq + 1
     }
@@ -242,6 +246,7 @@ export class Session {
       if (head.delivery.qos > 0 && !this.#windowOpen(sink)) break
       this.#queue.shift()
       this.#queuedBytes -= messageBytes(head.delivery.message)
+      this.#deps.budget?.give(1, messageBytes(head.delivery.message))
       if (this.#isExpired(head.delivery)) {
         this.#journal?.removeDelivery(this.clientId, head.seq)
         this.#deps.drops.expired(head.delivery)
@@ -262,6 +267,7 @@ export class Session {
     for (let q = this.#queue.shift(); q !== undefined; q = this.#queue.shift()) {
       if (q.delivery.message === message) {
         this.#queuedBytes -= messageBytes(message)
+        this.#deps.budget?.give(1, messageBytes(message))
         this.#journal?.removeDelivery(this.clientId, q.seq)
         removed++
       } else kept.push(q)
@@ -282,6 +288,7 @@ export class Session {
     this.#inflight.clear()
     this.#unsent.clear()
     this.#incomingQos2.clear()
+    this.#deps.budget?.give(this.#queue.length, this.#queuedBytes)
     this.#queue.clear()
     this.#queuedBytes = 0
   }
@@ -336,13 +343,18 @@ export class Session {
   #enqueue(d: Delivery): DeliverOutcome {
     const bytes = messageBytes(d.message)
     const limits = this.#deps.limits
-    if (this.#queue.length >= limits.maxQueuedMessages || this.#queuedBytes + bytes > limits.maxQueuedBytes) {
+    if (
+      this.#queue.length >= limits.maxQueuedMessages ||
+      this.#queuedBytes + bytes > limits.maxQueuedBytes ||
+      this.#deps.budget?.fits(bytes) === false
+    ) {
       this.#deps.drops.dropped('dropped-full', d)
       return 'dropped-full'
     }
     const seq = this.#seq++
     this.#queue.push({ seq, delivery: d })
     this.#queuedBytes += bytes
+    this.#deps.budget?.take(bytes)
     this.#journal?.addDelivery(this.clientId, stored(seq, d, 'queued', 0))
     return 'queued'
   }
