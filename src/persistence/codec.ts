@@ -41,6 +41,13 @@ export function encodeOptions(o: SubscriptionOptions): string {
   })
 }
 
+const STATES: readonly DeliveryState[] = ['queued', 'await-ack', 'await-comp']
+
+/** A delivery's state as stored: its index in STATES. */
+export function encodeState(s: DeliveryState): number {
+  return s === 'queued' ? 0 : s === 'await-ack' ? 1 : 2
+}
+
 export function encodeSubIds(ids: readonly number[] | undefined): string | null {
   return ids === undefined ? null : JSON.stringify(ids)
 }
@@ -94,9 +101,10 @@ export class RowDecoder {
     return v
   }
 
-  state(s: string, where: string): DeliveryState {
-    if (s === 'queued' || s === 'await-ack' || s === 'await-comp') return s
-    throw this.#bad(where, `delivery state "${s}"`)
+  state(n: number, where: string): DeliveryState {
+    const s = STATES[n]
+    if (s !== undefined) return s
+    throw this.#bad(where, `delivery state ${String(n)}`)
   }
 
   qos(q: unknown, where: string): QoS {

@@ -30,6 +30,14 @@ export interface CommitStats {
 
 type Write = () => void
 
+/** Told how each transaction ended, so state kept beside the database can follow it. */
+export interface TransactionHooks {
+  committed(): void
+  rolledBack(): void
+}
+
+const NO_HOOKS: TransactionHooks = { committed: () => {}, rolledBack: () => {} }
+
 /** A full disk, an I/O error or a lock can pass; a bug or a damaged file does not. */
 const isTransient = (e: DbError): boolean => e.kind === 'full' || e.kind === 'io' || e.kind === 'busy'
 
@@ -57,6 +65,7 @@ export class GroupCommit {
   readonly #retryMs: number
   readonly #maxBacklog: number
   readonly #beforeCommit: () => void
+  readonly #hooks: TransactionHooks
   /** Writes of the open transaction (or of the failed batch), in order. */
   #batch: Write[] = []
   /** Writes of failed batches, applied first in the next transaction. */
@@ -74,7 +83,7 @@ export class GroupCommit {
   #drainQueued = false
   #closed = false
 
-  constructor(db: Database, clock: Clock, logger: Logger, options: GroupCommitOptions, beforeCommit: () => void) {
+  constructor(db: Database, clock: Clock, logger: Logger, options: GroupCommitOptions, beforeCommit: () => void, hooks = NO_HOOKS) {
     this.#db = db
     this.#clock = clock
     this.#logger = logger
@@ -83,6 +92,7 @@ export class GroupCommit {
     this.#retryMs = options.retryMs ?? 1000
     this.#maxBacklog = options.maxBacklog ?? 100_000
     this.#beforeCommit = beforeCommit
+    this.#hooks = hooks
   }
 
   /** True while a batch is open (or failed and not yet ended). */
@@ -192,6 +202,7 @@ export class GroupCommit {
   /** The batch failed: roll back; it ends, reporting the error, at its commit point. */
   #failed(error: DbError): void {
     this.#db.rollback()
+    this.#hooks.rolledBack()
     this.#open = false
     this.#failure = error
     this.#arm(this.#intervalMs)
@@ -211,9 +222,11 @@ export class GroupCommit {
         this.#beforeCommit()
         this.#db.exec('COMMIT')
         this.stats.commits++
+        this.#hooks.committed()
       } catch (e) {
         error = toDbError(e, this.#db.file)
         this.#db.rollback()
+        this.#hooks.rolledBack()
       }
     }
     if (error !== undefined) this.#keepForRetry(error)

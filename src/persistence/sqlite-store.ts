@@ -12,10 +12,11 @@ import type {
   StoredState,
   StoredWill,
 } from '../mqtt/session/store.js'
-import { encodeOptions, encodeOwner, encodeProperties, encodeSubIds, RowDecoder } from './codec.js'
+import { encodeOptions, encodeOwner, encodeProperties, encodeState, encodeSubIds, RowDecoder } from './codec.js'
 import { type CommitCallback, type CommitStats, GroupCommit } from './group-commit.js'
+import { RefCounts } from './refs.js'
 import { MIGRATIONS } from './schema.js'
-import { prepareStatements, type RowCounts, type Statements } from './statements.js'
+import { prepareStatements, type Ref, type RowCounts, type Statements } from './statements.js'
 
 export interface SqliteStoreOptions {
   readonly synchronous: Synchronous
@@ -30,7 +31,7 @@ export interface SqliteStoreOptions {
 /**
  * The durable SessionStore: one SQLite file in WAL mode, written through group commit.
  * Each message body is stored once and shared by every delivery, will and retained topic
- * that holds it (reference-counted by triggers); a WeakMap finds the row of a Message object
+ * that holds it (reference-counted in memory, see RefCounts); a WeakMap finds the row of a Message object
  * already stored, and `load` gives back one object per row, shared by all its references.
  */
 export class SqliteSessionStore implements SessionStore {
@@ -43,6 +44,7 @@ export class SqliteSessionStore implements SessionStore {
   readonly #commit: GroupCommit
   readonly #decode: RowDecoder
   readonly #ids = new WeakMap<Message, number>()
+  readonly #refs = new RefCounts()
   /** Ids are never reused within a process, so a stale WeakMap entry can never name another message. */
   #lastId: number
 
@@ -53,8 +55,13 @@ export class SqliteSessionStore implements SessionStore {
     this.#s = prepareStatements(db)
     this.#decode = new RowDecoder(db.file)
     this.#lastId = this.#s.lastMessageId.get()?.id ?? 0
+    this.#countReferences()
     const commit = { intervalMs: options.commitIntervalMs ?? 5, maxWrites: options.commitMaxWrites ?? 1000 }
-    this.#commit = new GroupCommit(db, options.clock, options.logger, commit, () => this.#sweep())
+    const refs = this.#refs
+    this.#commit = new GroupCommit(db, options.clock, options.logger, commit, () => this.#sweep(), {
+      committed: () => refs.committed(),
+      rolledBack: () => refs.rolledBack(),
+    })
   }
 
   /** Opens (creating if missing) the store at `file`; a damaged or unreadable file is a typed error naming it. */
@@ -76,7 +83,8 @@ export class SqliteSessionStore implements SessionStore {
 
   /** Rows per table, as committed plus the writes of the open transaction (for tests and diagnostics). */
   rowCounts(): RowCounts {
-    return this.#s.rowCounts.get() ?? { sessions: 0, messages: 0, deliveries: 0, retained: 0, wills: 0, subscriptions: 0, refs: 0 }
+    const rows = this.#s.rowCounts.get() ?? { sessions: 0, messages: 0, deliveries: 0, retained: 0, wills: 0, subscriptions: 0 }
+    return { ...rows, refs: this.#refs.total() }
   }
 
   /** Throws a DbError ('corrupt') when a row cannot be decoded. */
@@ -146,10 +154,10 @@ export class SqliteSessionStore implements SessionStore {
   deleteSession(clientId: string): void {
     const s = this.#s
     this.#commit.write(() => {
-      s.deleteSessionDeliveries.run(clientId)
+      for (const r of s.deleteSessionDeliveries.all(clientId)) this.#refs.release(r.id)
       s.deleteSessionSubscriptions.run(clientId)
       s.deleteSessionIncoming.run(clientId)
-      s.deleteWill.run(clientId)
+      this.#release(s.deleteWill.get(clientId))
       s.deleteSession.run(clientId)
     })
   }
@@ -157,13 +165,10 @@ export class SqliteSessionStore implements SessionStore {
   saveWill(clientId: string, will: StoredWill | undefined): void {
     const s = this.#s
     this.#commit.write(() => {
-      if (will === undefined) {
-        s.deleteWill.run(clientId)
-        return
-      }
+      this.#release(s.deleteWill.get(clientId))
+      if (will === undefined) return
       const id = this.#messageId(will.message)
-      const changed = s.saveWill.run(clientId, id, will.delaySeconds, will.expirySeconds ?? null, will.publishAt ?? null, clientId)
-      if (changed === 0) s.deleteIfUnreferenced.run(id)
+      if (s.insertWill.run(clientId, id, will.delaySeconds, will.expirySeconds ?? null, will.publishAt ?? null, clientId) > 0) this.#refs.add(id)
     })
   }
 
@@ -177,21 +182,15 @@ export class SqliteSessionStore implements SessionStore {
 
   /** Not retried if its batch fails: the publisher was refused (0x97) and may send it again. */
   addDelivery(clientId: string, d: StoredDelivery): void {
-    const s = this.#s
-    this.#commit.write(() => {
-      const id = this.#messageId(d.message)
-      const changed = s.addDelivery.run(clientId, d.seq, id, d.qos, d.retain ? 1 : 0, encodeSubIds(d.subscriptionIds), d.state, d.packetId, clientId)
-      // No such session: the row just stored for it is not kept.
-      if (changed === 0) s.deleteIfUnreferenced.run(id)
-    }, false)
+    this.#commit.write(() => this.#addDelivery(clientId, d), false)
   }
 
   updateDelivery(clientId: string, seq: number, state: DeliveryState, packetId: number): void {
-    this.#commit.write(() => this.#s.updateDelivery.run(state, packetId, clientId, seq))
+    this.#commit.write(() => this.#s.updateDelivery.run(encodeState(state), packetId, clientId, seq))
   }
 
   removeDelivery(clientId: string, seq: number): void {
-    this.#commit.write(() => this.#s.removeDelivery.run(clientId, seq))
+    this.#commit.write(() => this.#release(this.#s.removeDelivery.get(clientId, seq)))
   }
 
   addIncomingQos2(clientId: string, packetId: number): void {
@@ -204,11 +203,16 @@ export class SqliteSessionStore implements SessionStore {
 
   /** Not retried if its batch fails, like addDelivery: the last retained message stored stays. */
   setRetained(message: Message): void {
-    this.#commit.write(() => this.#s.setRetained.run(message.topic, this.#messageId(message)), false)
+    this.#commit.write(() => {
+      const id = this.#messageId(message)
+      this.#release(this.#s.deleteRetained.get(message.topic))
+      this.#s.insertRetained.run(message.topic, id)
+      this.#refs.add(id)
+    }, false)
   }
 
   deleteRetained(topic: string): void {
-    this.#commit.write(() => this.#s.deleteRetained.run(topic))
+    this.#commit.write(() => this.#release(this.#s.deleteRetained.get(topic)))
   }
 
   afterCommit(fn: CommitCallback): void {
@@ -225,11 +229,39 @@ export class SqliteSessionStore implements SessionStore {
     this.#db.close()
   }
 
+  /** A missing session changes nothing (the message row stored for it goes at commit); a taken seq is replaced. */
+  #addDelivery(clientId: string, d: StoredDelivery): void {
+    const s = this.#s
+    const id = this.#messageId(d.message)
+    const subIds = encodeSubIds(d.subscriptionIds)
+    const state = encodeState(d.state)
+    const retain = d.retain ? 1 : 0
+    if (s.addDelivery.run(clientId, d.seq, id, d.qos, retain, subIds, state, d.packetId, clientId) > 0) {
+      this.#refs.add(id)
+      return
+    }
+    const replaced = s.removeDelivery.get(clientId, d.seq)
+    if (replaced === undefined) return
+    this.#refs.release(replaced.id)
+    if (s.addDelivery.run(clientId, d.seq, id, d.qos, retain, subIds, state, d.packetId, clientId) > 0) this.#refs.add(id)
+  }
+
+  #release(row: Ref | undefined): void {
+    if (row !== undefined) this.#refs.release(row.id)
+  }
+
+  /** At open: the references to every row; a row without any goes at the first commit. */
+  #countReferences(): void {
+    const counts = new Map<number, number>()
+    for (const r of this.#s.allReferences.all()) counts.set(r.id, r.n)
+    for (const r of this.#s.allMessageIds.all()) this.#refs.found(r.id, counts.get(r.id) ?? 0)
+  }
+
   /** At commit: every message row whose last reference went in this transaction, in one statement. */
   #sweep(): void {
-    if (this.#s.anyUnreferenced.get() === undefined) return
-    this.#s.sweepMessages.run()
-    this.#s.clearUnreferenced.run()
+    const ids = this.#refs.takeUnreferenced()
+    if (ids.length === 1) this.#s.deleteMessage.run(ids[0] as number)
+    else if (ids.length > 1) this.#s.deleteMessages.run(JSON.stringify(ids))
   }
 
   /**
@@ -238,9 +270,10 @@ export class SqliteSessionStore implements SessionStore {
    */
   #messageId(m: Message): number {
     const known = this.#ids.get(m)
-    if (known !== undefined && this.#s.messageExists.get(known) !== undefined) return known
+    if (known !== undefined && this.#refs.has(known)) return known
     const id = ++this.#lastId
     this.#s.insertMessage.run(id, m.qos, m.retain ? 1 : 0, m.expiresAt ?? null, m.origin, m.topic, encodeProperties(m.properties), m.payload)
+    this.#refs.created(id)
     this.#ids.set(m, id)
     return id
   }

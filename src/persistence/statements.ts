@@ -29,13 +29,18 @@ export interface DeliveryRow {
   qos: number
   retain: number
   sub_ids: string | null
-  state: string
+  state: number
   packet_id: number
 }
 
 export interface IncomingRow {
   client_id: string
   packet_id: number
+}
+
+/** The message a deleted row referred to. */
+export interface Ref {
+  id: number
 }
 
 /** How many rows each table holds, and the sum of the message reference counts. */
@@ -65,14 +70,17 @@ export function prepareStatements(db: Database) {
   return {
     // messages
     lastMessageId: db.prepare<{ id: number | null }>('SELECT max(id) AS id FROM messages'),
-    messageExists: db.prepare<{ one: number }>('SELECT 1 AS one FROM messages WHERE id = ?'),
     insertMessage: db.prepare(
       'INSERT INTO messages (id, qos, retain, expires_at, origin, topic, properties, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    anyUnreferenced: db.prepare<{ one: number }>('SELECT 1 AS one FROM unreferenced LIMIT 1'),
-    sweepMessages: db.prepare('DELETE FROM messages WHERE id IN (SELECT id FROM unreferenced) AND refs <= 0'),
-    clearUnreferenced: db.prepare('DELETE FROM unreferenced'),
-    deleteIfUnreferenced: db.prepare('DELETE FROM messages WHERE id = ? AND refs <= 0'),
+    deleteMessage: db.prepare('DELETE FROM messages WHERE id = ?'),
+    /** Bound to a JSON array of ids. */
+    deleteMessages: db.prepare('DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))'),
+    allMessageIds: db.prepare<{ id: number }>('SELECT id FROM messages'),
+    allReferences: db.prepare<{ id: number; n: number }>(
+      `SELECT message_id AS id, count(*) AS n FROM (SELECT message_id FROM deliveries UNION ALL SELECT message_id FROM wills
+       UNION ALL SELECT message_id FROM retained) GROUP BY message_id`,
+    ),
     allMessages: db.prepare<MessageRow>('SELECT id, topic, payload, qos, retain, properties, expires_at, origin FROM messages'),
     // sessions
     saveSession: db.prepare(
@@ -80,16 +88,14 @@ export function prepareStatements(db: Database) {
        ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner, expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at`,
     ),
     deleteSession: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
-    deleteSessionDeliveries: db.prepare('DELETE FROM deliveries WHERE client_id = ?'),
+    deleteSessionDeliveries: db.prepare<Ref>('DELETE FROM deliveries WHERE client_id = ? RETURNING message_id AS id'),
     deleteSessionSubscriptions: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
     deleteSessionIncoming: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ?'),
     allSessions: db.prepare<SessionRow>('SELECT client_id, owner, expiry_interval, expires_at FROM sessions'),
     // wills
-    saveWill: db.prepare(
-      `INSERT INTO wills (client_id, message_id, delay, expiry, publish_at) SELECT ?, ?, ?, ?, ? ${IF_SESSION}
-       ON CONFLICT (client_id) DO UPDATE SET message_id = excluded.message_id, delay = excluded.delay, expiry = excluded.expiry, publish_at = excluded.publish_at`,
-    ),
-    deleteWill: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+    /** After deleteWill: there is no row to conflict with. */
+    insertWill: db.prepare(`INSERT INTO wills (client_id, message_id, delay, expiry, publish_at) SELECT ?, ?, ?, ?, ? ${IF_SESSION}`),
+    deleteWill: db.prepare<Ref>('DELETE FROM wills WHERE client_id = ? RETURNING message_id AS id'),
     allWills: db.prepare<WillRow>('SELECT client_id, message_id, delay, expiry, publish_at FROM wills'),
     // subscriptions
     saveSubscription: db.prepare(
@@ -99,14 +105,13 @@ export function prepareStatements(db: Database) {
     deleteSubscription: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND filter = ?'),
     allSubscriptions: db.prepare<SubscriptionRow>('SELECT client_id, filter, options FROM subscriptions'),
     // deliveries
+    /** Changes nothing when the session is missing or the seq is taken (then removeDelivery first). */
     addDelivery: db.prepare(
-      `INSERT INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, state, packet_id)
-       SELECT ?, ?, ?, ?, ?, ?, ?, ? ${IF_SESSION}
-       ON CONFLICT (client_id, seq) DO UPDATE SET message_id = excluded.message_id, qos = excluded.qos, retain = excluded.retain,
-         sub_ids = excluded.sub_ids, state = excluded.state, packet_id = excluded.packet_id`,
+      `INSERT OR IGNORE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, state, packet_id)
+       SELECT ?, ?, ?, ?, ?, ?, ?, ? ${IF_SESSION}`,
     ),
     updateDelivery: db.prepare('UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?'),
-    removeDelivery: db.prepare('DELETE FROM deliveries WHERE client_id = ? AND seq = ?'),
+    removeDelivery: db.prepare<Ref>('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id AS id'),
     allDeliveries: db.prepare<DeliveryRow>(
       'SELECT client_id, seq, message_id, qos, retain, sub_ids, state, packet_id FROM deliveries ORDER BY client_id, seq',
     ),
@@ -115,18 +120,15 @@ export function prepareStatements(db: Database) {
     removeIncoming: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ? AND packet_id = ?'),
     allIncoming: db.prepare<IncomingRow>('SELECT client_id, packet_id FROM incoming_qos2'),
     // retained
-    setRetained: db.prepare(
-      `INSERT INTO retained (topic, message_id) VALUES (?, ?)
-       ON CONFLICT (topic) DO UPDATE SET message_id = excluded.message_id`,
-    ),
-    deleteRetained: db.prepare('DELETE FROM retained WHERE topic = ?'),
+    /** After deleteRetained: there is no row to conflict with. */
+    insertRetained: db.prepare('INSERT INTO retained (topic, message_id) VALUES (?, ?)'),
+    deleteRetained: db.prepare<Ref>('DELETE FROM retained WHERE topic = ? RETURNING message_id AS id'),
     allRetained: db.prepare<RetainedRow>('SELECT topic, message_id FROM retained'),
     // diagnostics
-    rowCounts: db.prepare<RowCounts>(
+    rowCounts: db.prepare<Omit<RowCounts, 'refs'>>(
       `SELECT (SELECT count(*) FROM sessions) AS sessions, (SELECT count(*) FROM messages) AS messages,
         (SELECT count(*) FROM deliveries) AS deliveries, (SELECT count(*) FROM retained) AS retained,
-        (SELECT count(*) FROM wills) AS wills, (SELECT count(*) FROM subscriptions) AS subscriptions,
-        (SELECT coalesce(sum(refs), 0) FROM messages) AS refs`,
+        (SELECT count(*) FROM wills) AS wills, (SELECT count(*) FROM subscriptions) AS subscriptions`,
     ),
   }
 }
