@@ -241,18 +241,9 @@ export class Broker implements Disposable {
     if (options.retainHandling === 2 || (options.retainHandling === 1 && !isNew)) return
     const parsed = parseShared(filter)
     if (parsed.kind !== 'plain') return // shared subscriptions get no retained messages [MQTT-4.8.2-...]
-    const now = this.#deps.clock.now()
-    const hooks = this.#deps.hooks
     const id = options.subscriptionId
-    const found: Message[] = []
-    this.router.retained.match(parsed.filter, (topic, message) => {
-      if (message.expiresAt !== undefined && message.expiresAt <= now) {
-        this.router.retained.delete(topic)
-        return
-      }
-      if (filtered && !hooks.canRead(client, topic)) return
-      found.push(message)
-    })
+    const { found, expired } = this.router.retainedFor(parsed.filter, filtered ? client : undefined, this.#deps.clock.now())
+    for (const topic of expired) this.#store.deleteRetained(topic)
     for (const message of found) {
       session.deliver({ message, qos: Math.min(options.qos, message.qos) as 0 | 1 | 2, retain: true, subscriptionIds: id === undefined ? undefined : [id] })
     }

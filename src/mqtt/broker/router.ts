@@ -84,6 +84,21 @@ export class Router {
     return matched
   }
 
+  /**
+   * Retained messages for a new subscription to `filter`, only those `reader` may read when
+   * given; expired ones are dropped from the tree and listed, for the store to forget too.
+   */
+  retainedFor(filter: string, reader: ClientInfo | undefined, now: number): { found: Message[]; expired: string[] } {
+    const found: Message[] = []
+    const expired: string[] = []
+    this.retained.match(filter, (topic, message) => {
+      if (message.expiresAt !== undefined && message.expiresAt <= now) expired.push(topic)
+      else if (reader === undefined || this.#hooks.canRead(reader, topic)) found.push(message)
+    })
+    for (const topic of expired) this.retained.delete(topic)
+    return { found, expired }
+  }
+
   #entriesFor(topic: string): Entry[] {
     const cached = this.#matchCache.get(topic)
     if (cached !== undefined) return cached
