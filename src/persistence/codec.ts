@@ -21,6 +21,17 @@ export interface MessageRow {
   origin: string
 }
 
+/** A delivery's inline message columns (NULL when the delivery refers to a messages row). */
+export interface InlineRow {
+  m_qos: number | null
+  m_retain: number | null
+  m_expires_at: number | null
+  m_origin: string | null
+  m_topic: string | null
+  m_properties: string | null
+  m_payload: Buffer | null
+}
+
 export function encodeProperties(p: ForwardedProperties | undefined): string | null {
   if (p === undefined) return null
   const { correlationData, ...rest } = p
@@ -61,7 +72,19 @@ export class RowDecoder {
   }
 
   message(r: MessageRow): Message {
-    const where = `messages.id ${r.id}`
+    return this.#message(r, `messages.id ${r.id}`)
+  }
+
+  /** The message a delivery holds inline (its m_* columns). */
+  inlineMessage(r: InlineRow, where: string): Message {
+    if (r.m_qos === null || r.m_retain === null || r.m_origin === null || r.m_topic === null || r.m_payload === null) {
+      throw this.#bad(where, 'inline message')
+    }
+    const row = { topic: r.m_topic, payload: r.m_payload, qos: r.m_qos, retain: r.m_retain, properties: r.m_properties }
+    return this.#message({ ...row, expires_at: r.m_expires_at, origin: r.m_origin }, where)
+  }
+
+  #message(r: Omit<MessageRow, 'id'>, where: string): Message {
     return createMessage({
       topic: r.topic,
       payload: r.payload,

@@ -14,9 +14,16 @@ import type {
 } from '../mqtt/session/store.js'
 import { encodeOptions, encodeOwner, encodeProperties, encodeState, encodeSubIds, RowDecoder } from './codec.js'
 import { type CommitCallback, type CommitStats, GroupCommit } from './group-commit.js'
+import { InlineHints } from './inline.js'
 import { RefCounts } from './refs.js'
 import { MIGRATIONS } from './schema.js'
-import { prepareStatements, type Ref, type RowCounts, type Statements } from './statements.js'
+import { type DeliveryRef, prepareStatements, type Ref, type RowCounts, type Statements } from './statements.js'
+
+/**
+ * Larger messages always get their own row: a delivery's state changes rewrite its whole row,
+ * which must stay small (it must fit a page, and must not need much room on a full disk).
+ */
+const INLINE_MAX_BYTES = 512
 
 export interface SqliteStoreOptions {
   readonly synchronous: Synchronous
@@ -33,6 +40,10 @@ export interface SqliteStoreOptions {
  * Each message body is stored once and shared by every delivery, will and retained topic
  * that holds it (reference-counted in memory, see RefCounts); a WeakMap finds the row of a Message object
  * already stored, and `load` gives back one object per row, shared by all its references.
+ * A small message held by one delivery only is stored inline in that delivery's row instead
+ * (one INSERT to queue it, one DELETE to acknowledge it), moved to its own row when a second
+ * reference comes in the same transaction (see InlineHints); `load` gives each inline delivery
+ * its own Message object.
  */
 export class SqliteSessionStore implements SessionStore {
   readonly durable = true
@@ -45,6 +56,7 @@ export class SqliteSessionStore implements SessionStore {
   readonly #decode: RowDecoder
   readonly #ids = new WeakMap<Message, number>()
   readonly #refs = new RefCounts()
+  readonly #inline = new InlineHints()
   /** Ids are never reused within a process, so a stale WeakMap entry can never name another message. */
   #lastId: number
 
@@ -58,9 +70,16 @@ export class SqliteSessionStore implements SessionStore {
     this.#countReferences()
     const commit = { intervalMs: options.commitIntervalMs ?? 5, maxWrites: options.commitMaxWrites ?? 1000 }
     const refs = this.#refs
+    const inline = this.#inline
     this.#commit = new GroupCommit(db, options.clock, options.logger, commit, () => this.#sweep(), {
-      committed: () => refs.committed(),
-      rolledBack: () => refs.rolledBack(),
+      committed: () => {
+        refs.committed()
+        inline.clear()
+      },
+      rolledBack: () => {
+        refs.rolledBack()
+        inline.clear()
+      },
     })
   }
 
@@ -83,8 +102,9 @@ export class SqliteSessionStore implements SessionStore {
 
   /** Rows per table, as committed plus the writes of the open transaction (for tests and diagnostics). */
   rowCounts(): RowCounts {
-    const rows = this.#s.rowCounts.get() ?? { sessions: 0, messages: 0, deliveries: 0, retained: 0, wills: 0, subscriptions: 0 }
-    return { ...rows, refs: this.#refs.total() }
+    const rows = this.#s.rowCounts.get() ?? { sessions: 0, messages: 0, deliveries: 0, retained: 0, wills: 0, subscriptions: 0, inline: 0 }
+    const { inline, ...counts } = rows
+    return { ...counts, messages: counts.messages + inline, refs: this.#refs.total() + inline }
   }
 
   /** Throws a DbError ('corrupt') when a row cannot be decoded. */
@@ -132,9 +152,12 @@ export class SqliteSessionStore implements SessionStore {
       const session = sessions.get(r.client_id)
       if (session === undefined) continue
       const where = `deliveries "${r.client_id}" ${r.seq}`
+      let m: Message
+      if (r.message_id !== null) m = message(r.message_id, where)
+      else m = this.#decode.inlineMessage(r, where)
       session.deliveries.push({
         seq: r.seq,
-        message: message(r.message_id, where),
+        message: m,
         qos: this.#decode.qos(r.qos, where),
         retain: r.retain !== 0,
         subscriptionIds: this.#decode.subIds(r.sub_ids, where),
@@ -154,7 +177,7 @@ export class SqliteSessionStore implements SessionStore {
   deleteSession(clientId: string): void {
     const s = this.#s
     this.#commit.write(() => {
-      for (const r of s.deleteSessionDeliveries.all(clientId)) this.#refs.release(r.id)
+      for (const r of s.deleteSessionDeliveries.all(clientId)) this.#releaseDelivery(r)
       s.deleteSessionSubscriptions.run(clientId)
       s.deleteSessionIncoming.run(clientId)
       this.#release(s.deleteWill.get(clientId))
@@ -190,7 +213,11 @@ export class SqliteSessionStore implements SessionStore {
   }
 
   removeDelivery(clientId: string, seq: number): void {
-    this.#commit.write(() => this.#release(this.#s.removeDelivery.get(clientId, seq)))
+    const s = this.#s
+    // Most deliveries hold their message inline: then nothing to release, and no RETURNING.
+    this.#commit.write(() => {
+      if (s.removeInlineDelivery.run(clientId, seq) === 0) this.#releaseDelivery(s.removeDelivery.get(clientId, seq))
+    })
   }
 
   addIncomingQos2(clientId: string, packetId: number): void {
@@ -231,23 +258,43 @@ export class SqliteSessionStore implements SessionStore {
 
   /** A missing session changes nothing (the message row stored for it goes at commit); a taken seq is replaced. */
   #addDelivery(clientId: string, d: StoredDelivery): void {
+    // undefined: no other reference is stored and the message is small, so it goes inline.
+    const m = d.message
+    const properties = encodeProperties(m.properties)
+    const small = m.payload.length + m.topic.length + (properties?.length ?? 0) <= INLINE_MAX_BYTES
+    const id = small ? this.#storedId(m) : this.#messageId(m)
+    if (this.#insertDelivery(clientId, d, id, properties)) return
+    const replaced = this.#s.removeDelivery.get(clientId, d.seq)
+    if (replaced === undefined) return
+    this.#releaseDelivery(replaced)
+    this.#insertDelivery(clientId, d, id, properties)
+  }
+
+  /** False when the session is missing or the seq is taken. */
+  #insertDelivery(clientId: string, d: StoredDelivery, id: number | undefined, properties: string | null): boolean {
     const s = this.#s
-    const id = this.#messageId(d.message)
     const subIds = encodeSubIds(d.subscriptionIds)
     const state = encodeState(d.state)
     const retain = d.retain ? 1 : 0
-    if (s.addDelivery.run(clientId, d.seq, id, d.qos, retain, subIds, state, d.packetId, clientId) > 0) {
+    if (id !== undefined) {
+      if (s.addDelivery.run(clientId, d.seq, id, d.qos, retain, subIds, state, d.packetId, clientId) === 0) return false
       this.#refs.add(id)
-      return
+      return true
     }
-    const replaced = s.removeDelivery.get(clientId, d.seq)
-    if (replaced === undefined) return
-    this.#refs.release(replaced.id)
-    if (s.addDelivery.run(clientId, d.seq, id, d.qos, retain, subIds, state, d.packetId, clientId) > 0) this.#refs.add(id)
+    const m = d.message
+    const mRetain = m.retain ? 1 : 0
+    const inserted = s.addInlineDelivery.run(clientId, d.seq, d.qos, retain, subIds, state, d.packetId, m.qos, mRetain, m.expiresAt ?? null, m.origin, m.topic, properties, m.payload, clientId)
+    if (inserted === 0) return false
+    this.#inline.set(m, clientId, d.seq)
+    return true
   }
 
   #release(row: Ref | undefined): void {
     if (row !== undefined) this.#refs.release(row.id)
+  }
+
+  #releaseDelivery(row: DeliveryRef | undefined): void {
+    if (row !== undefined && row.id !== null) this.#refs.release(row.id)
   }
 
   /** At open: the references to every row; a row without any goes at the first commit. */
@@ -269,8 +316,27 @@ export class SqliteSessionStore implements SessionStore {
    * been swept (its last reference went) or rolled back since: then the message is stored again.
    */
   #messageId(m: Message): number {
+    return this.#storedId(m) ?? this.#insertMessage(m)
+  }
+
+  /**
+   * The row of a message already stored, or undefined if nothing holds it. A message a
+   * delivery holds inline is moved ("spilled") to its own row first, now that it has two references.
+   */
+  #storedId(m: Message): number | undefined {
     const known = this.#ids.get(m)
     if (known !== undefined && this.#refs.has(known)) return known
+    const hint = this.#inline.get(m)
+    if (hint === undefined) return undefined
+    const id = this.#insertMessage(m)
+    this.#inline.delete(m)
+    const properties = encodeProperties(m.properties)
+    const spill = [hint.clientId, hint.seq, m.qos, m.retain ? 1 : 0, m.expiresAt ?? null, m.origin, m.topic, properties, m.payload]
+    if (this.#s.spillDelivery.run(id, ...spill) > 0) this.#refs.add(id)
+    return id
+  }
+
+  #insertMessage(m: Message): number {
     const id = ++this.#lastId
     this.#s.insertMessage.run(id, m.qos, m.retain ? 1 : 0, m.expiresAt ?? null, m.origin, m.topic, encodeProperties(m.properties), m.payload)
     this.#refs.created(id)

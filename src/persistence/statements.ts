@@ -25,12 +25,20 @@ export interface SubscriptionRow {
 export interface DeliveryRow {
   client_id: string
   seq: number
-  message_id: number
+  /** NULL: the message is inline, in the m_* columns. */
+  message_id: number | null
   qos: number
   retain: number
   sub_ids: string | null
   state: number
   packet_id: number
+  m_qos: number | null
+  m_retain: number | null
+  m_expires_at: number | null
+  m_origin: string | null
+  m_topic: string | null
+  m_properties: string | null
+  m_payload: Buffer | null
 }
 
 export interface IncomingRow {
@@ -43,7 +51,16 @@ export interface Ref {
   id: number
 }
 
-/** How many rows each table holds, and the sum of the message reference counts. */
+/** The message a deleted delivery referred to: NULL when it held it inline. */
+export interface DeliveryRef {
+  id: number | null
+}
+
+/**
+ * How many rows each table holds, and the sum of the message reference counts; `messages`
+ * counts message bodies (messages rows plus deliveries holding theirs inline), and `refs`
+ * counts an inline delivery as one reference.
+ */
 export interface RowCounts {
   sessions: number
   messages: number
@@ -53,6 +70,8 @@ export interface RowCounts {
   subscriptions: number
   refs: number
 }
+
+const INLINE_COLUMNS = 'm_qos, m_retain, m_expires_at, m_origin, m_topic, m_properties, m_payload'
 
 export interface RetainedRow {
   topic: string
@@ -79,7 +98,7 @@ export function prepareStatements(db: Database) {
     allMessageIds: db.prepare<{ id: number }>('SELECT id FROM messages'),
     allReferences: db.prepare<{ id: number; n: number }>(
       `SELECT message_id AS id, count(*) AS n FROM (SELECT message_id FROM deliveries UNION ALL SELECT message_id FROM wills
-       UNION ALL SELECT message_id FROM retained) GROUP BY message_id`,
+       UNION ALL SELECT message_id FROM retained) WHERE message_id IS NOT NULL GROUP BY message_id`,
     ),
     allMessages: db.prepare<MessageRow>('SELECT id, topic, payload, qos, retain, properties, expires_at, origin FROM messages'),
     // sessions
@@ -88,7 +107,7 @@ export function prepareStatements(db: Database) {
        ON CONFLICT (client_id) DO UPDATE SET owner = excluded.owner, expiry_interval = excluded.expiry_interval, expires_at = excluded.expires_at`,
     ),
     deleteSession: db.prepare('DELETE FROM sessions WHERE client_id = ?'),
-    deleteSessionDeliveries: db.prepare<Ref>('DELETE FROM deliveries WHERE client_id = ? RETURNING message_id AS id'),
+    deleteSessionDeliveries: db.prepare<DeliveryRef>('DELETE FROM deliveries WHERE client_id = ? RETURNING message_id AS id'),
     deleteSessionSubscriptions: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
     deleteSessionIncoming: db.prepare('DELETE FROM incoming_qos2 WHERE client_id = ?'),
     allSessions: db.prepare<SessionRow>('SELECT client_id, owner, expiry_interval, expires_at FROM sessions'),
@@ -110,10 +129,23 @@ export function prepareStatements(db: Database) {
       `INSERT OR IGNORE INTO deliveries (client_id, seq, message_id, qos, retain, sub_ids, state, packet_id)
        SELECT ?, ?, ?, ?, ?, ?, ?, ? ${IF_SESSION}`,
     ),
+    /** Like addDelivery, with the message inline (message_id NULL). */
+    addInlineDelivery: db.prepare(
+      `INSERT OR IGNORE INTO deliveries (client_id, seq, qos, retain, sub_ids, state, packet_id, ${INLINE_COLUMNS})
+       SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? ${IF_SESSION}`,
+    ),
+    /** Moves an inline message out to its messages row, if the delivery still holds that very body. */
+    spillDelivery: db.prepare(
+      `UPDATE deliveries SET message_id = ?, m_qos = NULL, m_retain = NULL, m_expires_at = NULL, m_origin = NULL, m_topic = NULL,
+       m_properties = NULL, m_payload = NULL WHERE client_id = ? AND seq = ? AND message_id IS NULL AND m_qos = ? AND m_retain = ?
+       AND m_expires_at IS ? AND m_origin = ? AND m_topic = ? AND m_properties IS ? AND m_payload = ?`,
+    ),
     updateDelivery: db.prepare('UPDATE deliveries SET state = ?, packet_id = ? WHERE client_id = ? AND seq = ?'),
-    removeDelivery: db.prepare<Ref>('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id AS id'),
+    /** Only a delivery holding its message inline (nothing to release). */
+    removeInlineDelivery: db.prepare('DELETE FROM deliveries WHERE client_id = ? AND seq = ? AND message_id IS NULL'),
+    removeDelivery: db.prepare<DeliveryRef>('DELETE FROM deliveries WHERE client_id = ? AND seq = ? RETURNING message_id AS id'),
     allDeliveries: db.prepare<DeliveryRow>(
-      'SELECT client_id, seq, message_id, qos, retain, sub_ids, state, packet_id FROM deliveries ORDER BY client_id, seq',
+      `SELECT client_id, seq, message_id, qos, retain, sub_ids, state, packet_id, ${INLINE_COLUMNS} FROM deliveries ORDER BY client_id, seq`,
     ),
     // incoming QoS 2
     addIncoming: db.prepare(`INSERT INTO incoming_qos2 (client_id, packet_id) SELECT ?, ? ${IF_SESSION} ON CONFLICT DO NOTHING`),
@@ -125,10 +157,11 @@ export function prepareStatements(db: Database) {
     deleteRetained: db.prepare<Ref>('DELETE FROM retained WHERE topic = ? RETURNING message_id AS id'),
     allRetained: db.prepare<RetainedRow>('SELECT topic, message_id FROM retained'),
     // diagnostics
-    rowCounts: db.prepare<Omit<RowCounts, 'refs'>>(
+    rowCounts: db.prepare<Omit<RowCounts, 'refs'> & { inline: number }>(
       `SELECT (SELECT count(*) FROM sessions) AS sessions, (SELECT count(*) FROM messages) AS messages,
         (SELECT count(*) FROM deliveries) AS deliveries, (SELECT count(*) FROM retained) AS retained,
-        (SELECT count(*) FROM wills) AS wills, (SELECT count(*) FROM subscriptions) AS subscriptions`,
+        (SELECT count(*) FROM wills) AS wills, (SELECT count(*) FROM subscriptions) AS subscriptions,
+        (SELECT count(*) FROM deliveries WHERE message_id IS NULL) AS inline`,
     ),
   }
 }
