@@ -261,7 +261,7 @@ export class SqliteSessionStore implements SessionStore {
     // undefined: no other reference is stored and the message is small, so it goes inline.
     const m = d.message
     const properties = encodeProperties(m.properties)
-    const small = m.payload.length + m.topic.length + (properties?.length ?? 0) <= INLINE_MAX_BYTES
+    const small = m.payload.length + Buffer.byteLength(m.topic) + (properties == null ? 0 : Buffer.byteLength(properties)) <= INLINE_MAX_BYTES
     const id = small ? this.#storedId(m) : this.#messageId(m)
     if (this.#insertDelivery(clientId, d, id, properties)) return
     const replaced = this.#s.removeDelivery.get(clientId, d.seq)
