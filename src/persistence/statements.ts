@@ -1,5 +1,5 @@
 import type { Database } from '../db/index.js'
-import type { MessageRow } from './codec.js'
+import type { InlineRow, MessageRow } from './codec.js'
 
 export interface SessionRow {
   client_id: string
@@ -22,7 +22,7 @@ export interface SubscriptionRow {
   options: string
 }
 
-export interface DeliveryRow {
+export interface DeliveryRow extends InlineRow {
   client_id: string
   seq: number
   /** NULL: the message is inline, in the m_* columns. */
@@ -32,13 +32,6 @@ export interface DeliveryRow {
   sub_ids: string | null
   state: number
   packet_id: number
-  m_qos: number | null
-  m_retain: number | null
-  m_expires_at: number | null
-  m_origin: string | null
-  m_topic: string | null
-  m_properties: string | null
-  m_payload: Buffer | null
 }
 
 export interface IncomingRow {

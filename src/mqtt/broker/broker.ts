@@ -130,10 +130,6 @@ export class Broker implements Disposable {
     return this.#live.has(clientId)
   }
 
-  isLive(link: ClientLink): boolean {
-    return this.#live.get(link.client.clientId)?.link === link
-  }
-
   /** Attaches a connection to its session, taking over any older connection first. */
   openSession(link: ClientLink, req: OpenRequest): { session: Session; sessionPresent: boolean; expiryInterval: number } {
     const id = link.client.clientId
