@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
+import { AccountService } from '../auth/accounts.js'
+import type { JwtSettings } from '../auth/jwt.js'
 import { OpenHooks } from '../auth/open.js'
 import { StaticRuleHooks } from '../auth/static-rules.js'
 import type { Clock } from '../core/clock.js'
@@ -35,6 +37,8 @@ export class App {
   readonly #logger: Logger
   /** Where sessions and retained messages are kept (SQLite unless persistence.mode is memory). */
   readonly store: SessionStore
+  /** Accounts mode only. */
+  readonly accounts: AccountService | undefined
   #stopping: Promise<void> | undefined
 
   private constructor(parts: {
@@ -45,7 +49,9 @@ export class App {
     sys: SysPublisher | undefined
     logger: Logger
     store: SessionStore
+    accounts: AccountService | undefined
   }) {
+    this.accounts = parts.accounts
     this.broker = parts.broker
     this.listeners = parts.listeners
     this.#connections = parts.connections
@@ -65,9 +71,10 @@ export class App {
     const specs = config.listeners.map(listenerSpec)
     const deadlines = new DeadlineQueue(clock)
     const limits = connectionLimits(config)
+    const accounts = config.auth.mode === 'accounts' ? await openAccounts(config, clock, logger) : undefined
     const { store, state } = openSessionStore(config, clock, logger)
     const broker = new Broker({
-      hooks: buildHooks(config),
+      hooks: accounts?.hooks ?? buildHooks(config),
       store,
       clock,
       deadlines,
@@ -82,6 +89,7 @@ export class App {
       },
     })
     const restored = broker.restore(state)
+    accounts?.attach(broker)
     if (restored.sessions > 0 || restored.retained > 0 || restored.expired > 0) logger.info('sessions.restored', restored)
     broker.events.on((e) => {
       if (e.type === 'client.disconnected') logger.info('client.disconnected', { clientId: e.client.clientId, reason: e.reason })
@@ -101,6 +109,7 @@ export class App {
       for (const spec of specs) listeners.push(await listen(spec, connections))
     } catch (e) {
       await Promise.all(listeners.map((l) => l.close()))
+      accounts?.dispose()
       broker.dispose()
       deadlines.dispose()
       store.close()
@@ -116,7 +125,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts })
   }
 
   stop(): Promise<void> {
@@ -130,11 +139,48 @@ export class App {
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
+    this.accounts?.dispose()
     this.broker.dispose()
     this.#deadlines.dispose()
     this.store.flush()
     this.store.close()
     this.#logger.info('perch.stopped', {})
+  }
+}
+
+async function openAccounts(config: PerchConfig, clock: Clock, logger: Logger): Promise<AccountService> {
+  const a = config.auth
+  const r = a.rateLimit
+  const opened = await AccountService.open(
+    {
+      dataDir: config.dataDir,
+      jwt: jwtSettings(config),
+      byAddress: { maxFailures: r.addressFailures, windowMs: r.window * 1000, blockMs: r.block * 1000 },
+      byAccount: { maxFailures: r.accountFailures, windowMs: r.window * 1000, blockMs: r.block * 1000 },
+      reloadIntervalMs: a.reloadInterval * 1000,
+      limits: { maxTopicLength: config.limits.maxTopicLength, maxTopicLevels: config.limits.maxTopicLevels },
+    },
+    clock,
+    logger,
+  )
+  if (!opened.ok) throw new ConfigError(`accounts: ${opened.error.message}`)
+  return opened.value
+}
+
+function jwtSettings(config: PerchConfig): JwtSettings | undefined {
+  const j = config.auth.jwt
+  if (j === undefined) return undefined
+  const secret = j.secretFile === undefined ? j.secret : readText(j.secretFile, 'auth.jwt.secretFile').trim()
+  if (secret !== undefined && Buffer.byteLength(secret) < 16) throw new ConfigError('auth.jwt: the secret must have at least 16 bytes')
+  const publicKey = j.publicKeyFile === undefined ? undefined : readText(j.publicKeyFile, 'auth.jwt.publicKeyFile')
+  return { secret, publicKey, accountClaim: j.accountClaim, issuer: j.issuer, audience: j.audience, clockToleranceSeconds: j.clockTolerance }
+}
+
+function readText(path: string, key: string): string {
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (e) {
+    throw new ConfigError(`${key} ${path}: ${describeError(e)}`)
   }
 }
 

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { systemClock } from '../core/clock.js'
 import { ConfigError, describeError } from '../core/errors.js'
 import { createLogger } from '../core/logger.js'
+import { accountCommand, grantCommand } from './account-cli.js'
 import { App } from './app.js'
-import { defaultConfig, type PerchConfig, resolveConfig } from './config.js'
+import { defaultConfig, loadConfigFile, type PerchConfig, resolveConfig } from './config.js'
 import { readVersion } from './version.js'
 
 export interface Io {
@@ -17,8 +17,8 @@ const START_OPTIONS = `  --config FILE        JSON config file (see: perch confi
   --data-dir DIR       state directory (created if missing)
   --host ADDR          address of the first TCP listener (default 127.0.0.1)
   --port N             port of the first TCP listener (default 1883; 0 picks a free one)
-  --allow-anonymous    let clients connect without credentials; needed to serve
-                       open mode beyond this machine
+  --allow-anonymous    open mode: clients connect without accounts or credentials
+                       (also needed to serve open mode beyond this machine)
   --log-level LEVEL    debug, info, warn or error (default info)
 `
 
@@ -28,6 +28,8 @@ Usage: perch <command> [options]
 
 Commands:
   start                 run the broker (see perch start --help)
+  account ...           add, list, passwd, disable, enable, rm accounts
+  grant ...             add, rm, list grants of one account's topics to another
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
   help [command]        show help
@@ -43,8 +45,10 @@ ${START_OPTIONS}`
 const START_HELP = `Usage: perch start [options]
 
 Runs the broker with its embedded defaults, overlaid by a config file and flags.
-With no options it listens on 127.0.0.1:1883 in open mode (anonymous clients,
-no access control) and keeps its state under ./perch-data (or $STATE_DIRECTORY).
+With no options it listens on 127.0.0.1:1883 in accounts mode and keeps its
+state under ./perch-data (or $STATE_DIRECTORY). On the first start, with no
+accounts yet, it creates the admin account "admin" with a random password and
+writes it to admin-password (mode 0600) in the data directory.
 
 Options:
 ${START_OPTIONS}  -h, --help           show this help
@@ -73,6 +77,10 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return configCommand(rest, io)
     case 'start':
       return startCommand(rest, io, version)
+    case 'account':
+      return accountCommand(rest, io)
+    case 'grant':
+      return grantCommand(rest, io)
     default:
       io.err(`perch: unknown command "${command}"\n\n${MAIN_HELP}`)
       return 2
@@ -179,7 +187,8 @@ function buildConfig(values: ReturnType<typeof parseStart>, env: NodeJS.ProcessE
   const overrides: Record<string, unknown> = {}
   if (values['data-dir'] !== undefined) overrides.dataDir = values['data-dir']
   if (values['log-level'] !== undefined) overrides.log = { level: values['log-level'] }
-  if (values['allow-anonymous'] === true) overrides.auth = { allowAnonymous: true }
+  // Anonymous clients have no account: in accounts mode the flag switches to open mode.
+  if (values['allow-anonymous'] === true) overrides.auth = { allowAnonymous: true, mode: base.auth.mode === 'accounts' ? 'open' : base.auth.mode }
   if (values.host !== undefined || values.port !== undefined) {
     const port = values.port === undefined ? undefined : Number(values.port)
     // Digits only: Number() would also take '', ' 80', '1e3' and '0x50'.
@@ -200,19 +209,3 @@ function buildConfig(values: ReturnType<typeof parseStart>, env: NodeJS.ProcessE
   return merged.ok ? merged.value : merged.error
 }
 
-function loadConfigFile(path: string, base: PerchConfig): PerchConfig | ConfigError {
-  let text: string
-  try {
-    text = readFileSync(path, 'utf8')
-  } catch (e) {
-    return new ConfigError(`config file ${path}: ${describeError(e)}`)
-  }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch (e) {
-    return new ConfigError(`config file ${path}: not valid JSON: ${describeError(e)}`)
-  }
-  const resolved = resolveConfig(parsed, base, `config file ${path}`)
-  return resolved.ok ? resolved.value : resolved.error
-}

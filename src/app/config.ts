@@ -1,4 +1,5 @@
-import { ConfigError } from '../core/errors.js'
+import { readFileSync } from 'node:fs'
+import { ConfigError, describeError } from '../core/errors.js'
 import { err, ok, type Result } from '../core/result.js'
 import { compileSchema, type JsonSchema } from '../core/schema.js'
 
@@ -28,10 +29,22 @@ export interface PerchConfig {
   log: { level: 'debug' | 'info' | 'warn' | 'error' }
   listeners: ListenerConfig[]
   auth: {
-    mode: 'open' | 'static'
+    /** accounts: clients log in as accounts; open and static serve anonymous clients too. */
+    mode: 'accounts' | 'open' | 'static'
     allowAnonymous: boolean
     defaultAction: 'allow' | 'deny'
     rules: RuleConfig[]
+    jwt?: JwtConfig | undefined
+    rateLimit: {
+      /** Failed logins from one address, and for one account, within `window` seconds... */
+      addressFailures: number
+      accountFailures: number
+      window: number
+      /** ...after which further attempts are refused for this many seconds. */
+      block: number
+    }
+    /** Seconds between checks for account changes made outside perch (the CLI, the sync). */
+    reloadInterval: number
   }
   limits: {
     maxConnections: number
@@ -55,6 +68,22 @@ export interface PerchConfig {
   persistence: PersistenceConfig
 }
 
+export interface JwtConfig {
+  /** HS256 shared secret, inline or in a file. */
+  secret?: string
+  secretFile?: string
+  /** PEM file with an RS256 or ES256 public key. */
+  publicKeyFile?: string
+  /** The claim naming the account (default sub). */
+  accountClaim: string
+  issuer?: string
+  audience?: string
+  /** Seconds of leeway for exp and nbf. */
+  clockTolerance: number
+}
+
+const JWT_DEFAULTS = { accountClaim: 'sub', clockTolerance: 0 }
+
 export interface PersistenceConfig {
   /** sqlite: sessions, queues and retained messages survive a restart; memory: they do not. */
   mode: 'sqlite' | 'memory'
@@ -76,7 +105,14 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
     dataDir: env.STATE_DIRECTORY ?? env.PERCH_DATA_DIR ?? './perch-data',
     log: { level: 'info' },
     listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 1883 }],
-    auth: { mode: 'open', allowAnonymous: false, defaultAction: 'allow', rules: [] },
+    auth: {
+      mode: 'accounts',
+      allowAnonymous: false,
+      defaultAction: 'allow',
+      rules: [],
+      rateLimit: { addressFailures: 10, accountFailures: 20, window: 60, block: 60 },
+      reloadInterval: 1,
+    },
     limits: {
       maxConnections: 10_000,
       maxPacketSize: 1_048_576,
@@ -130,7 +166,26 @@ const schema: JsonSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
-        mode: { enum: ['open', 'static'] },
+        mode: { enum: ['accounts', 'open', 'static'] },
+        jwt: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            secret: { type: 'string', minLength: 16 },
+            secretFile: { type: 'string', minLength: 1 },
+            publicKeyFile: { type: 'string', minLength: 1 },
+            accountClaim: { type: 'string', minLength: 1 },
+            issuer: { type: 'string', minLength: 1 },
+            audience: { type: 'string', minLength: 1 },
+            clockTolerance: int(0, 3600),
+          },
+        },
+        rateLimit: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { addressFailures: int(1, 1_000_000), accountFailures: int(1, 1_000_000), window: int(1, 86_400), block: int(0, 86_400) },
+        },
+        reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
         allowAnonymous: { type: 'boolean' },
         defaultAction: { enum: ['allow', 'deny'] },
         rules: {
@@ -198,7 +253,12 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     dataDir: c.dataDir ?? base.dataDir,
     log: { ...base.log, ...c.log },
     listeners: c.listeners ?? base.listeners,
-    auth: { ...base.auth, ...c.auth },
+    auth: {
+      ...base.auth,
+      ...c.auth,
+      rateLimit: { ...base.auth.rateLimit, ...c.auth?.rateLimit },
+      jwt: c.auth?.jwt === undefined ? base.auth.jwt : { ...JWT_DEFAULTS, ...base.auth.jwt, ...c.auth.jwt },
+    },
     limits: { ...base.limits, ...c.limits },
     sys: { ...base.sys, ...c.sys },
     persistence: { ...base.persistence, ...c.persistence },
@@ -219,6 +279,13 @@ function crossCheck(c: PerchConfig): string | null {
     }
     if (l.requireClientCert === true && l.ca === undefined) return `listeners.${i}: requireClientCert needs "ca"`
   }
+  const jwt = c.auth.jwt
+  if (jwt !== undefined) {
+    if (jwt.secret !== undefined && jwt.secretFile !== undefined) return 'auth.jwt: give "secret" or "secretFile", not both'
+    if (jwt.secret === undefined && jwt.secretFile === undefined && jwt.publicKeyFile === undefined) {
+      return 'auth.jwt: needs "secret", "secretFile" or "publicKeyFile"'
+    }
+  }
   if (c.auth.mode === 'open' && !c.auth.allowAnonymous) {
     const exposed = c.listeners.find((l) => !isLoopback(l.host ?? '127.0.0.1'))
     if (exposed !== undefined) {
@@ -230,4 +297,22 @@ function crossCheck(c: PerchConfig): string | null {
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.')
+}
+
+/** Reads, parses and validates a JSON config file over `base`; the error names the file and key. */
+export function loadConfigFile(path: string, base: PerchConfig): PerchConfig | ConfigError {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (e) {
+    return new ConfigError(`config file ${path}: ${describeError(e)}`)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (e) {
+    return new ConfigError(`config file ${path}: not valid JSON: ${describeError(e)}`)
+  }
+  const resolved = resolveConfig(parsed, base, `config file ${path}`)
+  return resolved.ok ? resolved.value : resolved.error
 }

@@ -23,6 +23,11 @@ export interface OpenOptions {
    * and checkpoint, so draining a queue frees space again. Off by default.
    */
   readonly fitFreeSpace?: boolean
+  /**
+   * Hold the file for this process alone (the default). Off for a database other processes
+   * (the CLI) write while perch runs: they then see each other's commits.
+   */
+  readonly exclusive?: boolean
 }
 
 /**
@@ -155,7 +160,7 @@ export function openDatabase(file: string, options: OpenOptions): Result<Databas
     db.pragma(`busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 2000)}`)
     // One process owns the file: a second perch on the same data directory fails to open it
     // (SQLITE_BUSY), and the WAL index lives in memory, so no -shm file is written.
-    db.pragma('locking_mode = EXCLUSIVE')
+    if (options.exclusive !== false) db.pragma('locking_mode = EXCLUSIVE')
     const mode = db.pragma('journal_mode = WAL')
     if (mode !== 'wal') throw new DbError('io', file, `journal_mode is ${String(mode)}, WAL is required`)
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`)

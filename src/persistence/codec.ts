@@ -39,7 +39,7 @@ export function encodeProperties(p: ForwardedProperties | undefined): string | n
 }
 
 export function encodeOwner(o: SessionOwner): string {
-  return JSON.stringify({ username: o.username, account: o.account, admin: o.admin })
+  return JSON.stringify({ username: o.username, account: o.account, admin: o.admin, serves: o.serves })
 }
 
 export function encodeOptions(o: SubscriptionOptions): string {
@@ -102,6 +102,7 @@ export class RowDecoder {
       username: this.#optString(o.username, where),
       account: this.#optString(o.account, where),
       admin: o.admin === true,
+      serves: Array.isArray(o.serves) && o.serves.every((a) => typeof a === 'string') ? (o.serves as string[]) : undefined,
     }
   }
 

@@ -7,7 +7,7 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { IDisconnectPacket } from 'mqtt'
+import mqtt, { type IDisconnectPacket } from 'mqtt'
 import t from 'tap'
 import { type RunningTool, spawnTool, type ToolResult } from '../helpers/cli.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
@@ -89,6 +89,21 @@ function startPerch(t: Teardown, args: string[]): Running {
   }
 }
 
+/** The CONNACK reason code of a v5 connection the broker refuses. */
+function refusedConnack(url: string, options: { username?: string; password?: string }): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const c = mqtt.connect(url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000, ...options })
+    c.on('error', (e) => {
+      c.end(true)
+      resolve((e as { code?: number }).code)
+    })
+    c.on('connect', () => {
+      c.end(true)
+      resolve(0)
+    })
+  })
+}
+
 /** Waits for `perch.started` and returns the port of the first listener. */
 async function startedPort(p: Running): Promise<number> {
   await until(() => p.event('perch.started') !== undefined || p.tool.exited(), 20_000, `perch.started (stderr: ${p.tool.stderr()})`)
@@ -144,7 +159,7 @@ t.test('config defaults prints valid JSON that config check accepts unchanged', 
   const r = await run(t, ['config', 'defaults'])
   t.equal(r.code, 0)
   const defaults = JSON.parse(r.stdout) as Record<string, unknown>
-  t.match(defaults, { dataDir: './perch-data', listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 1883 }], auth: { mode: 'open' } })
+  t.match(defaults, { dataDir: './perch-data', listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 1883 }], auth: { mode: 'accounts' } })
   const path = configFile('defaults.json', r.stdout)
   const checked = await run(t, ['config', 'check', path])
   t.equal(checked.code, 0, checked.stderr)
@@ -220,7 +235,8 @@ t.test('--log-level must be a level', async (t) => {
 })
 
 t.test('open mode on a non-loopback address is refused without --allow-anonymous', async (t) => {
-  const r = await run(t, ['start', '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
+  const open = configFile('open.json', JSON.stringify({ auth: { mode: 'open' } }))
+  const r = await run(t, ['start', '--config', open, '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
   t.not(r.code, 0)
   t.match(r.stderr, /0\.0\.0\.0/)
   t.match(r.stderr, /anonymous/)
@@ -247,11 +263,20 @@ t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8
   const p = startPerch(t, ['--port', '0', '--data-dir', dataDir, '--log-level', 'info'])
   const port = await startedPort(p)
   t.ok(statSync(dataDir).isDirectory(), 'the --data-dir directory was created')
-  t.match(p.event('perch.started'), { dataDir, auth: 'open', listeners: [{ kind: 'tcp', host: '127.0.0.1', port }] })
+  t.match(p.event('perch.started'), { dataDir, auth: 'accounts', listeners: [{ kind: 'tcp', host: '127.0.0.1', port }] })
+
+  // The first start creates an admin with a random password, in a file only perch's user can read.
+  const passwordFile = join(dataDir, 'admin-password')
+  t.match(p.event('accounts.admin-created'), { account: 'admin', passwordFile })
+  t.equal(statSync(passwordFile).mode & 0o777, 0o600, 'admin-password is mode 0600')
+  const password = /password: (\S+)/.exec(readFileSync(passwordFile, 'utf8'))?.[1] ?? ''
+  t.ok(password.length >= 20, 'a long random password')
 
   const url = `mqtt://127.0.0.1:${port}`
-  const v5 = await connectClient(t, url, { protocolVersion: 5, clientId: 'cli-v5' })
-  const v4 = await connectClient(t, url, { protocolVersion: 4, clientId: 'cli-v4' })
+  const anonymous = await refusedConnack(url, {})
+  t.equal(anonymous, 0x87, 'anonymous clients are refused: not authorized')
+  const v5 = await connectClient(t, url, { protocolVersion: 5, clientId: 'cli-v5', username: 'admin', password })
+  const v4 = await connectClient(t, url, { protocolVersion: 4, clientId: 'cli-v4', username: 'admin', password })
   const got = collect(v5)
   await v5.subscribeAsync('cli/#', { qos: 1 })
   await v4.publishAsync('cli/x', 'through the spawned broker', { qos: 1 })
@@ -278,7 +303,7 @@ t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8
 })
 
 t.test('SIGINT stops perch likewise and exits 0', async (t) => {
-  const p = startPerch(t, ['--port', '0', '--data-dir', join(work, 'sigint')])
+  const p = startPerch(t, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'sigint')])
   const port = await startedPort(p)
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 5 })
   const disconnects: IDisconnectPacket[] = []
@@ -292,7 +317,7 @@ t.test('SIGINT stops perch likewise and exits 0', async (t) => {
 })
 
 t.test('SIGTERM with no clients exits 0', async (t) => {
-  const p = startPerch(t, ['--port', '0', '--data-dir', join(work, 'idle')])
+  const p = startPerch(t, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'idle')])
   const port = await startedPort(p)
   // A served connection proves the signal handlers are installed (they follow perch.started).
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})
@@ -308,7 +333,7 @@ t.test('start --config FILE uses the file, and flags override it', async (t) => 
     'start.json',
     JSON.stringify({ listeners: [{ name: 'main', kind: 'tcp', host: '127.0.0.1', port: 1 }], limits: { maxInflight: 5 } }),
   )
-  const p = startPerch(t, ['--config', path, '--port', '0', '--data-dir', join(work, 'with-config')])
+  const p = startPerch(t, ['--config', path, '--port', '0', '--allow-anonymous', '--data-dir', join(work, 'with-config')])
   const port = await startedPort(p)
   t.match(p.event('perch.started'), { listeners: [{ name: 'main', port }] }, '--port replaced the file’s port on its first TCP listener')
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})

@@ -75,7 +75,7 @@ export interface PerchOptions {
 
 /** `node bin/perch.js start --port 0 --data-dir DIR --log-level info`, killed at teardown. */
 export function spawnPerch(t: Teardown, options: PerchOptions): PerchProcess {
-  const perchArgs = [BIN, 'start', '--port', '0', '--data-dir', options.dataDir, '--log-level', 'info', ...(options.args ?? [])]
+  const perchArgs = [BIN, 'start', '--port', '0', '--data-dir', options.dataDir, '--log-level', 'info', '--allow-anonymous', ...(options.args ?? [])]
   const [command, args] =
     options.prefix === undefined || options.prefix.length === 0
       ? [process.execPath, perchArgs]

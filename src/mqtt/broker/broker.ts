@@ -17,6 +17,7 @@ import type { SessionStore, StoredSession, StoredState } from '../session/store.
 import { parseShared } from '../topic/validate.js'
 import { BrokerEvents } from './events.js'
 import type { BrokerHooks, ClientInfo } from './hooks.js'
+import { LocalClient } from './local-client.js'
 import { ownerOf, planRestore, storedWill } from './restored.js'
 import { type DirectEntry, Router } from './router.js'
 import { BrokerStats } from './stats.js'
@@ -37,6 +38,8 @@ export interface ClientLink {
    * `broker.closeSession` for this link before it returns.
    */
   takeOver(): void
+  /** Closes the connection with a v5 reason code (an administrative action). */
+  disconnect(reasonCode: number, reason: string): void
 }
 
 export interface Will {
@@ -90,6 +93,9 @@ export class Broker implements Disposable {
   readonly #sessionDeps: SessionDeps
   readonly #deps: BrokerDeps
   readonly #live = new Map<string, LiveLink>()
+  /** Whom each session acts for: its connection's client, or the stored owner while offline. */
+  readonly #owners = new Map<string, ClientInfo>()
+  readonly #locals = new Map<string, LocalClient>()
   readonly #expiries = new Map<string, DeadlineHandle>()
   readonly #wills = new Map<string, { handle: DeadlineHandle; fire: () => void }>()
   readonly #drops: DropCounter
@@ -160,6 +166,7 @@ export class Broker implements Disposable {
       this.#store.saveWill(id, req.will === undefined ? undefined : storedWill(req.will, undefined))
     }
     this.#live.set(id, { link, session, will: req.will })
+    this.#owners.set(id, link.client)
     return { session, sessionPresent, expiryInterval }
   }
 
@@ -293,6 +300,7 @@ export class Broker implements Disposable {
     const session = new Session(s.clientId, s.expiryInterval, this.#sessionDeps)
     session.restore(s)
     this.sessions.set(s.clientId, session)
+    this.#owners.set(s.clientId, client)
     for (const [filter, options] of s.subscriptions) {
       const decision = this.#deps.hooks.authorizeSubscribe(client, filter)
       const parsed = parseShared(filter)
@@ -315,6 +323,72 @@ export class Broker implements Disposable {
     }
     if (s.expiresAt === undefined) this.#store.saveSession(s.clientId, s.owner, s.expiryInterval, expiresAt)
     return true
+  }
+
+  /** The client a live connection or in-process client with this id acts for. */
+  clientOf(clientId: string): ClientInfo | undefined {
+    return this.#live.get(clientId)?.link.client ?? this.#locals.get(clientId)?.client
+  }
+
+  /** An in-process client with `client`'s identity; its id must start with LOCAL_CLIENT_PREFIX. */
+  openLocal(client: ClientInfo): LocalClient {
+    this.#locals.get(client.clientId)?.dispose()
+    const local = new LocalClient(this, new Session(client.clientId, 0, this.#sessionDeps), client)
+    this.#locals.set(client.clientId, local)
+    return local
+  }
+
+  closeLocal(local: LocalClient): void {
+    if (this.#locals.get(local.client.clientId) !== local) return
+    this.#locals.delete(local.client.clientId)
+    this.#removeSession(local.session)
+  }
+
+  /** Reports a handler of an in-process client that threw: the message is lost, perch goes on. */
+  localError(client: ClientInfo, topic: string, error: unknown): void {
+    this.#deps.logger.error('local.handler-failed', { clientId: client.clientId, topic, error: error instanceof Error ? error.message : String(error) })
+  }
+
+  /** Counts and reports a publish or subscription the client's rights do not allow. */
+  denied(client: ClientInfo, action: 'publish' | 'subscribe' | 'will', topic: string): void {
+    if (action !== 'subscribe') this.stats.publishDenied++
+    this.#deps.logger.debug(`${action}.denied`, { clientId: client.clientId, topic })
+    this.events.emit({ type: 'access.denied', client, action, topic })
+  }
+
+  /**
+   * Decides every subscription of the clients `affected` picks again under the current rights,
+   * and takes back what they may no longer read from their queues: a revoked grant stops
+   * delivery at once. A subscription no longer allowed stays, delivering nothing, so a grant
+   * given back resumes it. Returns how many messages were taken back.
+   */
+  reauthorize(affected: (client: ClientInfo) => boolean): number {
+    const hooks = this.#deps.hooks
+    let withdrawn = 0
+    const sessions: [Session, ClientInfo][] = []
+    for (const [id, session] of this.sessions) {
+      const client = this.#owners.get(id)
+      if (client !== undefined && affected(client)) sessions.push([session, client])
+    }
+    for (const local of this.#locals.values()) if (affected(local.client)) sessions.push([local.session, local.client])
+    for (const [session, client] of sessions) {
+      for (const filter of session.subscriptions.keys()) {
+        const parsed = parseShared(filter)
+        if (parsed.kind === 'invalid') continue
+        const entry = this.router.entry(parsed.filter, parsed.kind === 'shared' ? parsed.group : undefined, session.clientId)
+        if (entry !== undefined) entry.reader = hooks.authorizeSubscribe(client, filter) === 'allow' ? undefined : client
+      }
+      withdrawn += session.withdrawWhere((m) => !hooks.canRead(client, m.topic))
+    }
+    this.router.forgetMatches()
+    return withdrawn
+  }
+
+  /** Disconnects the live clients `which` picks (a disabled or removed account); returns how many. */
+  kick(which: (client: ClientInfo) => boolean, reasonCode: number, reason: string): number {
+    const links = [...this.#live.values()].filter((l) => which(l.link.client))
+    for (const l of links) l.link.disconnect(reasonCode, reason)
+    return links.length
   }
 
   #scheduleWill(client: ClientInfo, will: Will, at: number): void {
@@ -340,8 +414,7 @@ export class Broker implements Disposable {
 
   #publishWill(client: ClientInfo, will: Will): void {
     if (!this.#deps.hooks.authorizePublish(client, will.message.topic)) {
-      this.stats.publishDenied++
-      this.#deps.logger.warn('will.denied', { clientId: client.clientId, topic: will.message.topic })
+      this.denied(client, 'will', will.message.topic)
       return
     }
     this.stats.willsPublished++
@@ -374,6 +447,7 @@ export class Broker implements Disposable {
     }
     session.reset()
     this.sessions.delete(session.clientId)
+    this.#owners.delete(session.clientId)
     if (session.persistent) this.#store.deleteSession(session.clientId)
   }
 

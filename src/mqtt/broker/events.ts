@@ -8,6 +8,17 @@ export type BrokerEvent =
   | { readonly type: 'client.subscribed'; readonly client: ClientInfo; readonly filter: string; readonly qos: number }
   | { readonly type: 'client.unsubscribed'; readonly client: ClientInfo; readonly filter: string }
   | { readonly type: 'session.expired'; readonly clientId: string }
+  | {
+      readonly type: 'auth.failed'
+      readonly clientId: string
+      readonly username: string | undefined
+      /** The account the attempt was for, when it named one. */
+      readonly account: string | undefined
+      readonly remoteAddress: string
+      readonly reasonCode: number
+      readonly reason: string
+    }
+  | { readonly type: 'access.denied'; readonly client: ClientInfo; readonly action: 'publish' | 'subscribe' | 'will'; readonly topic: string }
 
 export type BrokerEventListener = (event: BrokerEvent) => void
 

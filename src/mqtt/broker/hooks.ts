@@ -7,6 +7,10 @@ export interface ClientInfo {
   /** The account the client acts for; undefined in open mode. */
   readonly account: string | undefined
   readonly admin: boolean
+  /** Accounts a handler token serves (the Cashew model); undefined for other clients. */
+  readonly serves?: readonly string[] | undefined
+  /** How the client proved who it is: a password change drops the clients that used one. */
+  readonly via?: 'password' | 'token' | 'certificate' | undefined
   readonly remoteAddress: string
   readonly protocolVersion: ProtocolVersion
   readonly listener: string
@@ -27,11 +31,19 @@ export interface Identity {
   readonly username: string | undefined
   readonly account: string | undefined
   readonly admin: boolean
+  readonly serves?: readonly string[] | undefined
+  readonly via?: 'password' | 'token' | 'certificate' | undefined
 }
 
 export type AuthResult =
   | { readonly ok: true; readonly identity: Identity }
-  | { readonly ok: false; readonly reasonCode: number; readonly reason: string }
+  | {
+      readonly ok: false
+      readonly reasonCode: number
+      readonly reason: string
+      /** The account the attempt named, told of the failure. */
+      readonly account?: string | undefined
+    }
 
 /**
  * 'filtered': the filter is accepted but only topics `canRead` allows are delivered through

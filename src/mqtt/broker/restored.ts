@@ -4,7 +4,7 @@ import type { Will } from './broker.js'
 import type { ClientInfo } from './hooks.js'
 
 export function ownerOf(client: ClientInfo): SessionOwner {
-  return { username: client.username, account: client.account, admin: client.admin }
+  return { username: client.username, account: client.account, admin: client.admin, serves: client.serves }
 }
 
 export function storedWill(will: Will, publishAt: number | undefined): StoredWill {

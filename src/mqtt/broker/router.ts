@@ -9,8 +9,11 @@ export interface DirectEntry {
   readonly kind: 'direct'
   readonly session: Session
   readonly options: SubscriptionOptions
-  /** Set when only topics the reader may read are to be delivered through this filter. */
-  readonly reader: ClientInfo | undefined
+  /**
+   * Set when only topics the reader may read are to be delivered through this filter; changed
+   * in place when access rights change, so cached matches follow at once.
+   */
+  reader: ClientInfo | undefined
 }
 
 /** A `$share/group/filter` group: each message goes to one member, round-robin [MQTT-4.8.2]. */
@@ -136,6 +139,21 @@ export class Router {
     }
     existing.members.push(entry)
     return true
+  }
+
+  /** Drops remembered matches (after readers changed). */
+  forgetMatches(): void {
+    this.#matchCache.clear()
+  }
+
+  /** A session's entry for a filter, plain or in a shared group. */
+  entry(filter: string, group: string | undefined, clientId: string): DirectEntry | undefined {
+    if (group === undefined) {
+      const e = this.#trie.get(filter, clientId)
+      return e?.kind === 'direct' ? e : undefined
+    }
+    const existing = this.#trie.get(filter, `$share/${group}`)
+    return existing?.kind === 'shared' ? existing.members.find((m) => m.session.clientId === clientId) : undefined
   }
 
   remove(filter: string, group: string | undefined, clientId: string): boolean {

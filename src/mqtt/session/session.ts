@@ -262,10 +262,19 @@ export class Session {
    * the queue, and the window if it was never sent. Returns how many copies went.
    */
   withdraw(message: Message): number {
+    return this.withdrawWhere((m) => m === message)
+  }
+
+  /**
+   * Takes back every queued message `unwanted` picks, and those in the window not yet
+   * acknowledged (a revoked right: what the client may no longer read is not sent or resent).
+   */
+  withdrawWhere(unwanted: (m: Message) => boolean): number {
     let removed = 0
     const kept: Queued[] = []
     for (let q = this.#queue.shift(); q !== undefined; q = this.#queue.shift()) {
-      if (q.delivery.message === message) {
+      const message = q.delivery.message
+      if (unwanted(message)) {
         this.#queuedBytes -= messageBytes(message)
         this.#deps.budget?.give(1, messageBytes(message))
         this.#journal?.removeDelivery(this.clientId, q.seq)
@@ -274,7 +283,7 @@ export class Session {
     }
     for (const q of kept) this.#queue.push(q)
     for (const [id, f] of this.#inflight) {
-      if (f.delivery.message === message && f.state === 'await-ack') {
+      if (f.state === 'await-ack' && unwanted(f.delivery.message)) {
         this.#drop(id, f)
         removed++
       }

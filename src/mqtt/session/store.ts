@@ -21,6 +21,7 @@ export interface SessionOwner {
   readonly username: string | undefined
   readonly account: string | undefined
   readonly admin: boolean
+  readonly serves?: readonly string[] | undefined
 }
 
 export interface StoredWill {

@@ -1,4 +1,5 @@
 import type { AuthResult, ClientInfo } from '../../broker/hooks.js'
+import { LOCAL_CLIENT_PREFIX } from '../../broker/local-client.js'
 import type { ConnackPacket, ConnectPacket, ProtocolVersion } from '../../protocol/packets.js'
 import { connackCodeFor, RC } from '../../protocol/reason-codes.js'
 import { checkConnect } from '../../protocol/validate.js'
@@ -38,6 +39,7 @@ export function handleConnect(c: Connection, p: ConnectPacket): void {
     const bad = validTopicName(p.will.topic, limits.maxTopicLength, limits.maxTopicLevels)
     if (bad !== null) return refuse(RC.TOPIC_NAME_INVALID, `will topic: ${bad}`)
   }
+  if (p.clientId.startsWith(LOCAL_CLIENT_PREFIX)) return refuse(RC.CLIENT_IDENTIFIER_NOT_VALID, `client ids starting with ${LOCAL_CLIENT_PREFIX} are perch's own`)
   const assigned = p.clientId.length === 0
   const clientId = assigned ? c.services.newClientId() : p.clientId
   const takeover = broker.hasLive(clientId)
@@ -51,6 +53,15 @@ export function handleConnect(c: Connection, p: ConnectPacket): void {
     if (c.state !== 'authenticating') return
     if (!result.ok) {
       broker.stats.refusedAuth++
+      broker.events.emit({
+        type: 'auth.failed',
+        clientId,
+        username: p.username,
+        account: result.account,
+        remoteAddress: c.remoteAddress,
+        reasonCode: result.reasonCode,
+        reason: result.reason,
+      })
       return refuse(result.reasonCode, result.reason)
     }
     const client: ClientInfo = {
@@ -58,9 +69,15 @@ export function handleConnect(c: Connection, p: ConnectPacket): void {
       username: result.identity.username,
       account: result.identity.account,
       admin: result.identity.admin,
+      serves: result.identity.serves,
+      via: result.identity.via,
       remoteAddress: c.remoteAddress,
       protocolVersion: version,
       listener: c.listener,
+    }
+    if (p.will !== undefined && !broker.hooks.authorizePublish(client, p.will.topic)) {
+      broker.denied(client, 'will', p.will.topic)
+      return refuse(RC.NOT_AUTHORIZED, `the will topic ${p.will.topic} is outside this client's rights`)
     }
     accept(c, p, client, keepalive, assigned)
   }

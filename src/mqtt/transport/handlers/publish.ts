@@ -68,8 +68,7 @@ export function handlePublish(ctx: PacketContext, p: PublishPacket): void {
   let message: Message | undefined
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (!broker.hooks.authorizePublish(ctx.client, topic)) {
-    broker.stats.publishDenied++
-    ctx.services.logger.debug('publish.denied', { clientId: ctx.client.clientId, topic })
+    broker.denied(ctx.client, 'publish', topic)
     reasonCode = RC.NOT_AUTHORIZED
   } else if (v5 && p.properties?.payloadFormatIndicator === true && !isUtf8(payload)) {
     reasonCode = RC.PAYLOAD_FORMAT_INVALID

@@ -35,7 +35,7 @@ export function handleSubscribe(ctx: PacketContext, p: SubscribePacket): void {
     const decision = broker.hooks.authorizeSubscribe(ctx.client, s.topic)
     if (decision === 'deny') {
       broker.stats.subscribeDenied++
-      logger.info('subscribe.denied', { clientId: ctx.client.clientId, filter: s.topic })
+      broker.denied(ctx.client, 'subscribe', s.topic)
       codes.push(subackCodeFor(ctx.version, RC.NOT_AUTHORIZED))
       continue
     }

@@ -1,0 +1,170 @@
+import { chmodSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Clock, TimerHandle } from '../core/clock.js'
+import { ConfigError, describeError } from '../core/errors.js'
+import type { Logger } from '../core/logger.js'
+import { err, ok, type Result } from '../core/result.js'
+import type { Disposable } from '../core/scope.js'
+import { DbError } from '../db/index.js'
+import type { Broker } from '../mqtt/broker/broker.js'
+import type { ClientInfo } from '../mqtt/broker/hooks.js'
+import { LOCAL_CLIENT_PREFIX, type LocalClient } from '../mqtt/broker/local-client.js'
+import { RC } from '../mqtt/protocol/reason-codes.js'
+import { AccountEvents } from './account-events.js'
+import { AccountHooks } from './account-hooks.js'
+import { AccountStore } from './account-store.js'
+import { Acl } from './acl.js'
+import { type GrantLimits, GrantRequests } from './grant-requests.js'
+import { type JwtSettings, JwtVerifier } from './jwt.js'
+import { hashPassword, PasswordChecker, randomPassword } from './password.js'
+import { FailureLimiter, type RateLimitSettings } from './rate-limit.js'
+
+export const ADMIN_PASSWORD_FILE = 'admin-password'
+const FIRST_ADMIN = 'admin'
+
+export interface AccountSettings {
+  readonly dataDir: string
+  readonly jwt: JwtSettings | undefined
+  readonly byAddress: RateLimitSettings
+  readonly byAccount: RateLimitSettings
+  readonly reloadIntervalMs: number
+  readonly limits: GrantLimits
+}
+
+/**
+ * Accounts mode as a whole: the account store, the compiled Acl behind AccountHooks, grant
+ * requests over MQTT, account events, and changes made by other processes picked up live.
+ * Any change re-decides existing subscriptions and drops the clients of a disabled, removed
+ * or demoted account, and those that logged in with a password since changed.
+ */
+export class AccountService implements Disposable {
+  readonly hooks: AccountHooks
+  readonly store: AccountStore
+  readonly #settings: AccountSettings
+  readonly #clock: Clock
+  readonly #logger: Logger
+  readonly #passwords: PasswordChecker
+  readonly #parts: Disposable[] = []
+  #broker: Broker | undefined
+  #timer: TimerHandle | undefined
+  #lastError: string | undefined
+
+  private constructor(store: AccountStore, settings: AccountSettings, clock: Clock, logger: Logger, jwt: JwtVerifier | undefined) {
+    this.store = store
+    this.#settings = settings
+    this.#clock = clock
+    this.#logger = logger
+    this.#passwords = new PasswordChecker()
+    const now = (): number => clock.now()
+    store.changed()
+    this.hooks = new AccountHooks(new Acl(store.snapshot()), {
+      passwords: this.#passwords,
+      jwt,
+      byAddress: new FailureLimiter(settings.byAddress, now),
+      byAccount: new FailureLimiter(settings.byAccount, now),
+    })
+  }
+
+  /** Opens the store; on a first start (no accounts at all) creates an admin with a random password. */
+  static async open(settings: AccountSettings, clock: Clock, logger: Logger): Promise<Result<AccountService, DbError>> {
+    let jwt: JwtVerifier | undefined
+    try {
+      jwt = settings.jwt === undefined ? undefined : new JwtVerifier(settings.jwt, () => clock.now())
+    } catch (e) {
+      throw new ConfigError(`auth.jwt: ${describeError(e)}`)
+    }
+    const opened = AccountStore.open(settings.dataDir, clock)
+    if (!opened.ok) return opened
+    const store = opened.value
+    try {
+      if (store.accountCount() === 0) await createFirstAdmin(store, settings.dataDir, logger)
+      return ok(new AccountService(store, settings, clock, logger, jwt))
+    } catch (e) {
+      store.dispose()
+      if (e instanceof DbError) return err(e)
+      throw e
+    }
+  }
+
+  /** Starts serving grant requests and events on `broker`, and watching for outside changes. */
+  attach(broker: Broker): void {
+    this.#broker = broker
+    const system: ClientInfo = {
+      clientId: `${LOCAL_CLIENT_PREFIX}acl`,
+      username: undefined,
+      account: undefined,
+      admin: true,
+      remoteAddress: '',
+      protocolVersion: 5,
+      listener: 'internal',
+    }
+    const local: LocalClient = broker.openLocal(system)
+    this.#parts.push(local)
+    this.#parts.push(new GrantRequests(broker, local, this.store, this.#settings.limits, () => this.reload('grant request')))
+    this.#parts.push(new AccountEvents(broker.events, local, this.#clock))
+    this.#schedule()
+  }
+
+  /** Recompiles the rights from the store and applies them to every live client and session. */
+  reload(cause: string): void {
+    const old = this.hooks.acl
+    let next: Acl
+    try {
+      this.store.changed()
+      next = new Acl(this.store.snapshot())
+    } catch (e) {
+      // The last rights stay in force: a locked or damaged file must not open or close anything.
+      const message = e instanceof Error ? e.message : String(e)
+      if (message !== this.#lastError) this.#logger.error('accounts.reload-failed', { error: message })
+      this.#lastError = message
+      return
+    }
+    this.#lastError = undefined
+    this.hooks.setAcl(next)
+    const broker = this.#broker
+    if (broker === undefined) return
+    const dropped = (c: ClientInfo): string | undefined => {
+      if (c.account === undefined || c.clientId.startsWith(LOCAL_CLIENT_PREFIX)) return undefined
+      const before = old.account(c.account)
+      const now = next.account(c.account)
+      if (before === undefined) return undefined
+      if (now === undefined) return 'account removed'
+      if (!now.enabled) return 'account disabled'
+      if (now.admin !== before.admin) return 'account rights changed'
+      if (c.via === 'password' && now.verifier !== before.verifier) return 'password changed'
+      return undefined
+    }
+    for (const a of old.accounts.values()) if (next.account(a.id)?.verifier !== a.verifier) this.#passwords.forget(a.id)
+    const kicked = broker.kick((c) => dropped(c) !== undefined, RC.ADMINISTRATIVE_ACTION, 'account changed')
+    const withdrawn = broker.reauthorize(() => true)
+    this.#logger.info('accounts.reloaded', { cause, accounts: next.accounts.size, kicked, withdrawn })
+  }
+
+  dispose(): void {
+    this.#timer?.cancel()
+    this.#timer = undefined
+    for (const p of this.#parts.splice(0).reverse()) p.dispose()
+    this.store.dispose()
+  }
+
+  #schedule(): void {
+    this.#timer = this.#clock.setTimer(this.#settings.reloadIntervalMs, () => {
+      try {
+        if (this.store.changed()) this.reload('accounts changed outside perch')
+      } catch (e) {
+        this.#logger.error('accounts.check-failed', { error: e instanceof Error ? e.message : String(e) })
+      }
+      this.#schedule()
+    })
+  }
+}
+
+async function createFirstAdmin(store: AccountStore, dataDir: string, logger: Logger): Promise<void> {
+  const password = randomPassword()
+  const added = store.addAccount(FIRST_ADMIN, await hashPassword(password), true)
+  if (!added.ok) return
+  const file = join(dataDir, ADMIN_PASSWORD_FILE)
+  writeFileSync(file, `account: ${FIRST_ADMIN}\npassword: ${password}\n`, { mode: 0o600 })
+  chmodSync(file, 0o600)
+  logger.warn('accounts.admin-created', { account: FIRST_ADMIN, passwordFile: file, hint: 'log in as this admin, create accounts (perch account add), then delete the file' })
+}

@@ -1,0 +1,131 @@
+import type { Disposable } from '../../core/scope.js'
+import { createMessage, type Delivery, type Message, type QoS } from '../session/message.js'
+import type { PacketSink } from '../session/ports.js'
+import type { Session } from '../session/session.js'
+import type { Broker } from './broker.js'
+import type { ClientInfo } from './hooks.js'
+
+/** Client ids of in-process clients start with this; CONNECT refuses it. */
+export const LOCAL_CLIENT_PREFIX = '$perch/'
+
+/** Messages an in-process client holds before it counts as a slow consumer and drops. */
+const MAX_PENDING = 10_000
+
+export type LocalHandler = (message: Message) => void
+
+export interface LocalPublishOptions {
+  readonly qos?: QoS
+  readonly retain?: boolean
+  readonly properties?: Message['properties']
+}
+
+/**
+ * A client inside perch (the ACL's control topics, later rules and bridges): it subscribes
+ * and publishes through the same router and the same access checks as a network client. Its
+ * messages are handed over after the routing that produced them has finished, never inside it.
+ */
+export class LocalClient implements PacketSink, Disposable {
+  readonly client: ClientInfo
+  readonly receiveMaximum = 65_535
+  readonly #broker: Broker
+  readonly #session: Session
+  readonly #handlers = new Map<number, { filter: string; handler: LocalHandler }>()
+  #pending: Message[] = []
+  #pendingIds: (readonly number[])[] = []
+  #nextId = 1
+  #scheduled = false
+  #closed = false
+
+  constructor(broker: Broker, session: Session, client: ClientInfo) {
+    this.#broker = broker
+    this.#session = session
+    this.client = client
+    session.attach(this)
+  }
+
+  canWrite(): boolean {
+    return !this.#closed && this.#pending.length < MAX_PENDING
+  }
+
+  writePublish(delivery: Delivery, _packetId: number, _dup: boolean): void {
+    this.#pending.push(delivery.message)
+    this.#pendingIds.push(delivery.subscriptionIds ?? [])
+    if (this.#scheduled) return
+    this.#scheduled = true
+    queueMicrotask(() => this.#drain())
+  }
+
+  writePubrel(_packetId: number): void {
+    // Subscriptions are QoS 0: nothing is ever in flight.
+  }
+
+  /**
+   * Subscribes under this client's rights; retained messages are not replayed (a control
+   * request kept as retained must not run again at every start). Returns false when denied.
+   */
+  subscribe(filter: string, handler: LocalHandler): Disposable | undefined {
+    const decision = this.#broker.hooks.authorizeSubscribe(this.client, filter)
+    if (decision === 'deny') return undefined
+    const id = this.#nextId++
+    this.#handlers.set(id, { filter, handler })
+    const options = { qos: 0 as const, noLocal: false, retainAsPublished: true, retainHandling: 2 as const, subscriptionId: id }
+    this.#broker.subscribe(this.#session, this.client, filter, options, decision === 'filtered')
+    return {
+      dispose: () => {
+        this.#handlers.delete(id)
+        this.#broker.unsubscribe(this.#session, this.client, filter)
+      },
+    }
+  }
+
+  /** Publishes under this client's rights; false when they do not cover the topic. */
+  publish(topic: string, payload: Buffer | string, options: LocalPublishOptions = {}): boolean {
+    if (!this.#broker.hooks.authorizePublish(this.client, topic)) {
+      this.#broker.denied(this.client, 'publish', topic)
+      return false
+    }
+    const message = createMessage({
+      topic,
+      payload: typeof payload === 'string' ? Buffer.from(payload) : payload,
+      qos: options.qos ?? 0,
+      retain: options.retain ?? false,
+      properties: options.properties,
+      expiresAt: undefined,
+      origin: this.client.clientId,
+    })
+    this.#broker.publish(message)
+    return true
+  }
+
+  dispose(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#broker.closeLocal(this)
+    this.#handlers.clear()
+    this.#pending = []
+    this.#pendingIds = []
+  }
+
+  get session(): Session {
+    return this.#session
+  }
+
+  #drain(): void {
+    this.#scheduled = false
+    const messages = this.#pending
+    const ids = this.#pendingIds
+    this.#pending = []
+    this.#pendingIds = []
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]
+      if (m === undefined) continue
+      for (const id of ids[i] ?? []) {
+        try {
+          this.#handlers.get(id)?.handler(m)
+        } catch (e) {
+          this.#broker.localError(this.client, m.topic, e)
+        }
+      }
+    }
+  }
+}
