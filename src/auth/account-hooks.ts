@@ -75,8 +75,9 @@ export class AccountHooks implements BrokerHooks {
 
   /** Admin rights come from the account as it is now, not as it was when the client logged in. */
   #principal(client: ClientInfo): Principal {
-    if (!client.admin) return client
-    const a = client.account === undefined ? undefined : this.#acl.account(client.account)
+    // An admin without an account is perch's own in-process client: no login can make one.
+    if (!client.admin || client.account === undefined) return client
+    const a = this.#acl.account(client.account)
     return a?.admin === true && a.enabled ? client : { account: client.account, admin: false, serves: client.serves }
   }
 

@@ -60,7 +60,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   ajv: { file: 'core/schema.ts' },
   ws: { file: 'mqtt/transport/listeners.ts' },
   'better-sqlite3': { file: 'db/database.ts' },
-  jose: { dir: 'auth/' },
+  jose: { file: 'auth/jwt.ts' },
   'quickjs-emscripten-core': { dir: 'scripting/' },
   '@jitl/quickjs-wasmfile-release-sync': { dir: 'scripting/' },
   serialport: { dir: 'bridges/' },
@@ -252,7 +252,7 @@ t.test('every import edge is allowed by the layer diagram and every package has 
   t.same(checkEdges(scanned.edges, (f) => fileSet.has(f)), [])
 })
 
-t.test('only src/mqtt/protocol/ imports mqtt-packet, only core/schema.ts ajv, only transport/listeners.ts ws', async (t) => {
+t.test('only src/mqtt/protocol/ imports mqtt-packet, only core/schema.ts ajv, only transport/listeners.ts ws, only auth/jwt.ts jose', async (t) => {
   const importersOf = (pkg: string): string[] =>
     [...new Set(scanned.edges.filter((e) => !e.specifier.startsWith('.') && packageName(e.specifier) === pkg).map((e) => e.from))].sort()
   const mqttPacket = importersOf('mqtt-packet')
@@ -263,6 +263,7 @@ t.test('only src/mqtt/protocol/ imports mqtt-packet, only core/schema.ts ajv, on
   )
   t.same(importersOf('ajv'), ['core/schema.ts'])
   t.same(importersOf('ws'), ['mqtt/transport/listeners.ts'])
+  t.same(importersOf('jose'), ['auth/jwt.ts'])
 })
 
 t.test('no export default and no any in src/', async (t) => {
