@@ -301,16 +301,20 @@ export class Broker implements Disposable {
     session.restore(s)
     this.sessions.set(s.clientId, session)
     this.#owners.set(s.clientId, client)
+    const hooks = this.#deps.hooks
     for (const [filter, options] of s.subscriptions) {
-      const decision = this.#deps.hooks.authorizeSubscribe(client, filter)
       const parsed = parseShared(filter)
-      if (decision === 'deny' || parsed.kind === 'invalid') {
+      if (parsed.kind === 'invalid') {
         session.unsubscribe(filter)
         continue
       }
-      const reader = decision === 'filtered' ? client : undefined
+      // As after a live revoke: a subscription no longer allowed stays, delivering only what
+      // its owner may read (nothing, until a grant gives it back).
+      const reader = hooks.authorizeSubscribe(client, filter) === 'allow' ? undefined : client
       this.router.add(parsed.filter, parsed.kind === 'shared' ? parsed.group : undefined, { kind: 'direct', session, options, reader })
     }
+    const unreadable = session.withdrawWhere((m) => !hooks.canRead(client, m.topic))
+    if (unreadable > 0) this.#deps.logger.info('session.withdrawn', { clientId: s.clientId, messages: unreadable, reason: 'no longer readable' })
     if (expiresAt !== undefined) this.#scheduleExpiry(session, expiresAt)
     if (will !== undefined) {
       if (willAt <= now) {
