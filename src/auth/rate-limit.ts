@@ -29,6 +29,11 @@ export class FailureLimiter {
     this.#now = now
   }
 
+  /** How many keys are tracked. */
+  get tracked(): number {
+    return this.#entries.size
+  }
+
   /** Milliseconds the key is still refused for; 0 when it may try. */
   blockedFor(key: string): number {
     const e = this.#entries.get(key)
