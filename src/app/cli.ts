@@ -3,7 +3,7 @@ import { systemClock } from '../core/clock.js'
 import { ConfigError, describeError } from '../core/errors.js'
 import { createLogger } from '../core/logger.js'
 import { accountCommand, grantCommand } from './account-cli.js'
-import { App } from './app.js'
+import type { App } from './app.js'
 import { defaultConfig, loadConfigFile, type PerchConfig, resolveConfig } from './config.js'
 import { readVersion } from './version.js'
 
@@ -140,6 +140,8 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
   try {
     let app: App
     try {
+      // Loaded here so that the other commands start without the broker's modules.
+      const { App } = await import('./app.js')
       app = await App.start(config, { clock, logger, version })
     } catch (e) {
       logger.error('perch.start-failed', { error: describeError(e) })

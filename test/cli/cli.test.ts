@@ -1,44 +1,14 @@
 // The perch command line, run as users and service managers run it: `node bin/perch.js`.
-// bin/perch.js runs dist/, so this file builds dist/ first when it is missing or older than
-// src/ (CI builds before testing; this keeps a local run from testing a stale build).
-import { execFileSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join, relative, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import mqtt, { type IDisconnectPacket } from 'mqtt'
 import t from 'tap'
 import { type RunningTool, spawnTool, type ToolResult } from '../helpers/cli.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
+import { BIN, cleanEnv, ROOT } from '../helpers/perch-bin.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-const BIN = join(ROOT, 'bin', 'perch.js')
 const FLAGS = ['--config', '--data-dir', '--host', '--port', '--allow-anonymous', '--log-level'] as const
-
-// ---------------------------------------------------------------------------------------------
-// Build once if dist/ is missing or stale
-
-function srcFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((e) => {
-    const p = join(dir, e)
-    return statSync(p).isDirectory() ? srcFiles(p) : e.endsWith('.ts') && !e.endsWith('.d.ts') ? [p] : []
-  })
-}
-
-function distIsCurrent(): boolean {
-  const src = join(ROOT, 'src')
-  for (const file of srcFiles(src)) {
-    const out = join(ROOT, 'dist', relative(src, file)).replace(/\.ts$/, '.js')
-    if (!existsSync(out) || statSync(out).mtimeMs < statSync(file).mtimeMs) return false
-  }
-  return true
-}
-
-if (!distIsCurrent()) {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc')
-  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running perch
@@ -50,13 +20,6 @@ interface Teardown {
   teardown(fn: () => unknown): void
 }
 
-/** The environment without the variables that move the default data directory. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env = { ...process.env, ...extra }
-  if (extra.STATE_DIRECTORY === undefined) delete env.STATE_DIRECTORY
-  if (extra.PERCH_DATA_DIR === undefined) delete env.PERCH_DATA_DIR
-  return env
-}
 
 /** Runs perch to completion; bounded so a hang fails instead of stalling. */
 async function run(t: Teardown, args: string[], env: Record<string, string> = {}): Promise<ToolResult> {
