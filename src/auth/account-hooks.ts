@@ -104,7 +104,12 @@ export class AccountHooks implements BrokerHooks {
     if (jwt === undefined) return fail(RC.BAD_USERNAME_OR_PASSWORD, 'JWT logins are not configured (auth.jwt)')
     const token = req.password?.toString('utf8') ?? ''
     const claims = await jwt.verify(token)
-    if (!claims.ok) return fail(RC.BAD_USERNAME_OR_PASSWORD, claims.error.reason)
+    if (!claims.ok) {
+      const named = claims.error.account
+      // Only an account perch knows hears of attempts on it.
+      const known = named !== undefined && accountIdProblem(named) === null && this.#acl.account(named) !== undefined ? named : undefined
+      return fail(RC.BAD_USERNAME_OR_PASSWORD, claims.error.reason, known)
+    }
     const { account, serves } = claims.value
     const problem = accountIdProblem(account) ?? serves?.map(accountIdProblem).find((p) => p !== null) ?? null
     if (problem !== null) return fail(RC.BAD_USERNAME_OR_PASSWORD, `the token names an invalid account: ${problem}`)

@@ -16,6 +16,9 @@ export interface Principal {
  * Levels under `/<account>/` that only the owner may publish to: the grant requests (a grantee
  * with publish rights on `/A/#` must not grant itself more), and `events`, which only perch writes.
  */
+/** Topics remembered per account; the cache starts over when full. */
+const READ_CACHE_TOPICS = 4096
+
 const OWNER_ONLY = ['grant_sub_topic', 'grant_pub_topic', 'revoke_sub_topic', 'revoke_pub_topic']
 const SYSTEM_ONLY = ['events']
 
@@ -45,6 +48,11 @@ export class Acl {
   readonly #grants = new Map<string, Map<string, Granted>>()
   /** handler -> account -> filters. */
   readonly #handlers = new Map<string, Map<string, string[]>>()
+  /**
+   * account -> topic -> readable, for subscriptions checked per delivery: IoT traffic repeats
+   * its topics, and a new Acl (any change of rights) starts with empty caches.
+   */
+  readonly #reads = new Map<string, Map<string, boolean>>()
 
   constructor(snapshot: AccountSnapshot) {
     for (const a of snapshot.accounts) this.#accounts.set(a.id, a)
@@ -86,6 +94,18 @@ export class Acl {
     if (p.admin) return true
     const a = p.account
     if (a === undefined) return false
+    // Handler tokens carry their own rights: not cached under the account.
+    if (p.serves !== undefined) return this.#decideRead(p, a, topic)
+    const cache = entry(this.#reads, a, () => new Map<string, boolean>())
+    const known = cache.get(topic)
+    if (known !== undefined) return known
+    const readable = this.#decideRead(p, a, topic)
+    if (cache.size >= READ_CACHE_TOPICS) cache.clear()
+    cache.set(topic, readable)
+    return readable
+  }
+
+  #decideRead(p: Principal, a: string, topic: string): boolean {
     const owner = ownerOf(topic)
     if (owner === undefined) return false
     if (owner === a) return true

@@ -21,7 +21,12 @@ export interface TokenClaims {
   readonly serves: readonly string[] | undefined
 }
 
-export type TokenError = { readonly code: 'expired' | 'not-yet-valid' | 'invalid'; readonly reason: string }
+export type TokenError = {
+  readonly code: 'expired' | 'not-yet-valid' | 'invalid'
+  readonly reason: string
+  /** The account a correctly signed but expired or early token names: it is told of the attempt. */
+  readonly account?: string | undefined
+}
 
 /**
  * Verifies login tokens: only the algorithms the configured keys are for are accepted (so
@@ -45,6 +50,14 @@ export class JwtVerifier {
       // Throws on a malformed key: the config check reports it before perch starts.
       this.#publicKey = createPublicKey(settings.publicKey)
       const type = this.#publicKey.asymmetricKeyType
+      const details = this.#publicKey.asymmetricKeyDetails
+      // A key no RS256/ES256 token can verify against is refused here, not at every login.
+      if (type === 'rsa' && (details?.modulusLength ?? 0) < 2048) {
+        throw new Error(`a ${String(details?.modulusLength)}-bit RSA public key is too short: RS256 needs at least 2048 bits`)
+      }
+      if (type === 'ec' && details?.namedCurve !== 'prime256v1') {
+        throw new Error(`an EC public key on curve ${String(details?.namedCurve)} is not supported: ES256 needs a P-256 (prime256v1) key`)
+      }
       if (type === 'rsa') this.#algorithms.push('RS256')
       else if (type === 'ec') this.#algorithms.push('ES256')
       else throw new Error(`a ${String(type)} public key is not supported: use an RSA (RS256) or P-256 EC (ES256) key`)
@@ -68,10 +81,18 @@ export class JwtVerifier {
       if (serves === null) return err({ code: 'invalid', reason: 'the "handler" claim must list the accounts it serves' })
       return ok({ account, serves })
     } catch (e) {
-      if (e instanceof errors.JWTExpired) return err({ code: 'expired', reason: 'the token has expired' })
-      if (e instanceof errors.JWTClaimValidationFailed && e.claim === 'nbf') return err({ code: 'not-yet-valid', reason: 'the token is not valid yet' })
+      // jose checks the claims only after the signature, so the payload of these two is genuine.
+      if (e instanceof errors.JWTExpired) return err({ code: 'expired', reason: 'the token has expired', account: this.#claimed(e.payload) })
+      if (e instanceof errors.JWTClaimValidationFailed && e.claim === 'nbf') {
+        return err({ code: 'not-yet-valid', reason: 'the token is not valid yet', account: this.#claimed(e.payload) })
+      }
       return err({ code: 'invalid', reason: `invalid token: ${e instanceof Error ? e.message : String(e)}` })
     }
+  }
+
+  #claimed(payload: Record<string, unknown>): string | undefined {
+    const a = payload[this.#settings.accountClaim]
+    return typeof a === 'string' ? a : undefined
   }
 
   #keyFor(alg: string | undefined): Uint8Array | KeyObject {
