@@ -10,6 +10,10 @@ export const ROOT = path.resolve(import.meta.dirname, '..')
 // PERCH_BIN lets one bench a perch built elsewhere (or try the harness itself).
 export const PERCH_BIN = process.env.PERCH_BIN ? path.resolve(process.env.PERCH_BIN) : path.join(ROOT, 'bin', 'perch.js')
 export const START_TIMEOUT_MS = 10000
+// The built modules next to that perch: bench/acl-setup.js writes accounts with them.
+export const PERCH_DIST = path.join(path.dirname(PERCH_BIN), '..', 'dist')
+// The one password of every benchmark account (perch-acl).
+export const ACL_PASSWORD = 'bench-password'
 
 // Everything we spawn, by pid; `group` means it leads its own process group
 // (brokers, so a broker's own helpers die with it).
@@ -84,13 +88,15 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
   } else if (name === 'aedes') {
     cmd = process.execPath
     args = [path.join(ROOT, 'bench', 'aedes-server.js'), String(port), ...(nodelay ? ['--nodelay'] : [])]
-  } else if (name === 'perch') {
+  } else if (name === 'perch' || name === 'perch-acl') {
     cmd = process.execPath
     // Like Mosquitto's connection_messages false: no log line per connection; and room for
     // the conns scenario's 20,000 clients (the default limit is 10,000).
     const conf = path.join(dir, 'perch.json')
-    writeFileSync(conf, JSON.stringify({ log: { level: 'warn' }, limits: { maxConnections: 50000 } }))
-    args = [PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir, '--allow-anonymous']
+    writeFileSync(conf, JSON.stringify(perchConf(name)))
+    args = [PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir]
+    // perch: open mode. perch-acl: accounts mode, with the accounts setupAccounts wrote into `dir`.
+    if (name === 'perch') args.push('--allow-anonymous')
   } else {
     throw new Error(`unknown broker ${name}`)
   }
@@ -113,6 +119,41 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
     b.exited ??= `exited (${signal || `code ${code}`})`
   })
   return b
+}
+
+// perch's --config: perch-acl differs only in auth.mode (accounts, perch's default).
+export function perchConf(name) {
+  return { log: { level: 'warn' }, limits: { maxConnections: 50000 }, ...(name === 'perch-acl' ? { auth: { mode: 'accounts' } } : {}) }
+}
+
+// Writes spec.accounts (all with ACL_PASSWORD) and spec.grants into dir/accounts.db
+// before perch-acl starts, in a child process (bench/acl-setup.js). Pass the
+// verifier a previous call returned to skip the scrypt. Resolves { verifier, ms }.
+export function setupAccounts(dir, spec, verifier) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(ROOT, 'bench', 'acl-setup.js'), PERCH_DIST, dir], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] })
+    track(child, false)
+    let out = ''
+    let errs = ''
+    child.stdout.on('data', (d) => {
+      out += d
+    })
+    child.stderr.on('data', (d) => {
+      errs += d
+    })
+    const t = setTimeout(() => child.kill('SIGKILL'), 30000)
+    child.on('error', reject)
+    child.on('exit', (code, signal) => {
+      clearTimeout(t)
+      if (code === 0) {
+        try {
+          return resolve(JSON.parse(out))
+        } catch {}
+      }
+      reject(new Error(`account setup failed (${signal || `code ${code}`}): ${errs.trim().slice(-400)}`))
+    })
+    child.stdin.end(JSON.stringify({ password: ACL_PASSWORD, verifier, ...spec }))
+  })
 }
 
 export function logTail(b, n = 400) {
@@ -228,8 +269,11 @@ export function treeRssKb(pid) {
   return total
 }
 
-export function perchAvailable() {
-  return existsSync(PERCH_BIN) ? null : `${path.relative(ROOT, PERCH_BIN)} does not exist yet`
+export function perchAvailable(name = 'perch') {
+  if (!existsSync(PERCH_BIN)) return `${path.relative(ROOT, PERCH_BIN)} does not exist yet`
+  const store = path.join(PERCH_DIST, 'auth', 'account-store.js')
+  if (name === 'perch-acl' && !existsSync(store)) return `${path.relative(ROOT, store)} does not exist (build perch first)`
+  return null
 }
 
 // The fd limit a broker can be given for the conns scenario: 65536 if this

@@ -52,8 +52,9 @@ function client(port, localAddress = undefined) {
 }
 
 // Opens one client with CONNECT (and SUBSCRIBE, in the same write); resolves
-// with the client after CONNACK, or SUBACK when subscribing.
-function open(port, clientId, { clean = true, sub = null, subQos = 0, localAddress } = {}) {
+// with the client after CONNACK, or SUBACK when subscribing. `login` is
+// { username, password } for perch's accounts mode.
+function open(port, clientId, { clean = true, sub = null, subQos = 0, localAddress, login } = {}) {
   return new Promise((resolve, reject) => {
     const c = client(port, localAddress)
     const want = sub ? m.SUBACK : m.CONNACK
@@ -71,10 +72,32 @@ function open(port, clientId, { clean = true, sub = null, subQos = 0, localAddre
     }
     c.sock.on('error', reject)
     c.sock.on('close', closed)
-    const hello = [m.connect(clientId, { clean })]
+    const hello = [m.connect(clientId, { clean, ...login })]
     if (sub) hello.push(m.subscribe(sub, subQos))
     c.sock.write(Buffer.concat(hello))
   })
+}
+
+// Accounts mode: `filter` must be refused (SUBACK 0x80) for `login`, or the
+// run is not measuring an ACL at all.
+async function expectDenied(port, clientId, login, filter) {
+  const c = await open(port, clientId, { login })
+  try {
+    const code = await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no SUBACK for the refused filter ${filter}`)), 5000)
+      c.onPacket = (buf, i) => {
+        if (buf[i] >> 4 !== m.SUBACK) return
+        clearTimeout(t)
+        resolve(buf[i + 4])
+      }
+      c.sock.on('close', () => reject(new Error(`closed before SUBACK for ${filter}`)))
+      c.sock.write(m.subscribe(filter, 0, 7))
+    })
+    if (code !== 0x80) throw new Error(`account ${login.username} was granted ${filter} (SUBACK ${code}): ACLs are not enforced`)
+  } finally {
+    c.sock.on('error', () => {})
+    c.sock.destroy()
+  }
 }
 
 function onLost(sock, st, who) {
@@ -105,8 +128,12 @@ async function throughput(job) {
     }, job.tickMs || DRAIN_MS)
     t.unref()
   }
+  // Accounts mode: client i logs in as its own account (job.subUsers[i] /
+  // job.pubUsers[i]), all with one password. The first login of each account
+  // costs one scrypt in the broker; all of it happens before the warm-up.
+  const login = (users, i) => (users ? { username: users[i], password: job.password } : undefined)
   const subClients = await Promise.all(
-    subs.map((filter, i) => open(port, `${tag}-s${i}`, { clean, sub: filter, subQos: qos })),
+    subs.map((filter, i) => open(port, `${tag}-s${i}`, { clean, sub: filter, subQos: qos, login: login(job.subUsers, i) })),
   )
   for (const c of subClients) {
     onLost(c.sock, st, 'subscriber')
@@ -150,7 +177,8 @@ async function throughput(job) {
     }
   }
 
-  const pubClients = await Promise.all(pubs.map((_, i) => open(port, `${tag}-p${i}`, { clean })))
+  const pubClients = await Promise.all(pubs.map((_, i) => open(port, `${tag}-p${i}`, { clean, login: login(job.pubUsers, i) })))
+  if (job.denied) await expectDenied(port, `${tag}-denied`, login(job.subUsers, 0), job.denied)
   for (const c of pubClients) onLost(c.sock, st, 'publisher')
   const pubSocks = pubClients.map((c) => c.sock)
   const payload = Buffer.alloc(PAYLOAD, 0x61)

@@ -18,8 +18,9 @@ function remLength(n) {
   return Buffer.from(out)
 }
 
+// A UTF-8 string, or binary data when given a Buffer, with its 2-byte length.
 function str(s) {
-  const b = Buffer.from(s, 'utf8')
+  const b = Buffer.isBuffer(s) ? s : Buffer.from(s, 'utf8')
   const len = Buffer.alloc(2)
   len.writeUInt16BE(b.length)
   return Buffer.concat([len, b])
@@ -29,9 +30,14 @@ function packet(first, body) {
   return Buffer.concat([Buffer.from([first]), remLength(body.length), body])
 }
 
-export function connect(clientId, { clean = true, keepalive = 600 } = {}) {
-  const vh = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, clean ? 0x02 : 0, keepalive >> 8, keepalive & 0xff])
-  return packet(0x10, Buffer.concat([vh, str(clientId)]))
+// With `username` (and `password`, a string or Buffer), the login of perch's accounts mode.
+export function connect(clientId, { clean = true, keepalive = 600, username, password } = {}) {
+  const flags = (clean ? 0x02 : 0) | (username !== undefined ? 0x80 : 0) | (password !== undefined ? 0x40 : 0)
+  const vh = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, flags, keepalive >> 8, keepalive & 0xff])
+  const fields = [vh, str(clientId)]
+  if (username !== undefined) fields.push(str(username))
+  if (password !== undefined) fields.push(str(password))
+  return packet(0x10, Buffer.concat(fields))
 }
 
 export function subscribe(filter, qos = 0, id = 1) {

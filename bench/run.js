@@ -7,10 +7,11 @@ import os from 'node:os'
 import path from 'node:path'
 import * as br from './brokers.js'
 
-const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,mosquitto,aedes] [--out FILE]
+const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,perch-acl,mosquitto,aedes] [--out FILE]
 scenarios: fanin fanout pairs pairs-qos1 latency conns idle (default: all)
 --reps N      repetitions per broker, interleaved (default 3, at least 1)
---brokers     comma-separated subset (default perch,mosquitto,aedes)
+--brokers     comma-separated subset (default perch,perch-acl,mosquitto,aedes);
+              perch runs in open mode, perch-acl in accounts mode with ACLs
 --out FILE    also prepend the report to FILE (e.g. bench/RESULTS.md), keeping history`
 
 const WARMUP_MS = 1000
@@ -27,17 +28,47 @@ const int = (v) => String(Math.round(v))
 const fix = (d) => (v) => v.toFixed(d)
 const rate = (key, label) => [key, label, 'higher', k]
 
+// perch-acl (perch in accounts mode) runs the same scenarios with every client
+// logged in as its own account and its topics inside account namespaces, so
+// perch accounts / perch open is the cost of logins and ACLs. `job` overrides
+// the open-mode job's topics and adds the accounts (subUsers[i], pubUsers[i]);
+// `accounts` and `grants` go into accounts.db before perch starts; `denied` is
+// a filter the first subscriber's account must be refused (checked before the
+// warm-up, so a run that enforces nothing fails instead of looking fast).
+const subGrant = (owner, grantee, filter) => ({ owner, grantee, filter, subscribe: true, publish: false })
+const PAIRS = 50
+const aclPairs = () => ({
+  shape: `publisher of pair i is account p<i> publishing /p<i>/t, its subscriber account s<i> subscribes /p<i>/t with a subscribe grant of /p<i>/t from p<i> (${2 * PAIRS} accounts, ${PAIRS} grants; decided once per subscription)`,
+  job: { subs: range(PAIRS, (i) => `/p${i}/t`), pubs: range(PAIRS, (i) => `/p${i}/t`), subUsers: range(PAIRS, (i) => `s${i}`), pubUsers: range(PAIRS, (i) => `p${i}`), denied: '/p1/t' },
+  accounts: [...range(PAIRS, (i) => `p${i}`), ...range(PAIRS, (i) => `s${i}`)],
+  grants: range(PAIRS, (i) => subGrant(`p${i}`, `s${i}`, `/p${i}/t`)),
+})
+const aclFanin = () => ({
+  shape: 'publisher i is account pub<i> publishing /pub<i>/x; the subscriber, account sub, subscribes /+/x with a subscribe grant of /pub<i>/x from each publisher (9 accounts, 8 grants); no single grant covers /+/x, so perch checks the ACL per delivery',
+  job: { subs: ['/+/x'], pubs: range(8, (i) => `/pub${i}/x`), subUsers: ['sub'], pubUsers: range(8, (i) => `pub${i}`), denied: '/pub0/denied' },
+  accounts: ['sub', ...range(8, (i) => `pub${i}`)],
+  grants: range(8, (i) => subGrant(`pub${i}`, 'sub', `/pub${i}/x`)),
+})
+const aclFanout = () => ({
+  shape: 'the publisher is account pub publishing /pub/fanout; subscriber i is account s<i> subscribing /pub/fanout with a subscribe grant of it from pub (51 accounts, 50 grants; decided once per subscription)',
+  job: { subs: range(50, () => '/pub/fanout'), pubs: ['/pub/fanout'], subUsers: range(50, (i) => `s${i}`), pubUsers: ['pub'], denied: '/pub/denied' },
+  accounts: ['pub', ...range(50, (i) => `s${i}`)],
+  grants: range(50, (i) => subGrant('pub', `s${i}`, '/pub/fanout')),
+})
+
 const SCENARIOS = {
   fanin: {
     shape: '8 publishers -> 1 subscriber on bench/+, QoS 0',
     how: 'each publisher at most 1536 messages ahead of the subscriber',
     job: { subs: ['bench/+'], pubs: range(8, (i) => `bench/${i}`), qos: 0, maxAhead: 1536 },
+    acl: aclFanin(),
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
   fanout: {
     shape: '1 publisher -> 50 subscribers on one topic, QoS 0',
     how: 'the publisher at most 2048 messages ahead of the average subscriber',
     job: { subs: range(50, () => 'bench/fanout'), pubs: ['bench/fanout'], qos: 0, maxAhead: 2048, fanout: 50 },
+    acl: aclFanout(),
     metrics: [rate('recvPerSec', 'deliveries/s')],
   },
   pairs: {
@@ -46,6 +77,7 @@ const SCENARIOS = {
     // (measured with 256 per pair); 192 still saturates Mosquitto.
     how: 'each publisher at most 192 messages ahead of its subscriber',
     job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 0, maxAhead: 192 },
+    acl: aclPairs(),
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
   'pairs-qos1': {
@@ -54,6 +86,7 @@ const SCENARIOS = {
     // cost of a ceiling of 50 x 16 messages per tick, ~2x Mosquitto here.
     how: 'clients read and ack once per 2 ms tick, so the scenario cannot report more than ~400k msg/s',
     job: { subs: range(50, (i) => `bench/p${i}`), pubs: range(50, (i) => `bench/p${i}`), qos: 1, inflight: 16, clean: false, tickMs: 2 },
+    acl: aclPairs(),
     durable: true,
     metrics: [rate('recvPerSec', 'msg/s received')],
   },
@@ -61,6 +94,7 @@ const SCENARIOS = {
     shape: 'fanin paced at 20,000 msg/s total; send time in the payload',
     how: 'sent in 1 ms ticks (~20 messages per tick over the 8 publishers), subscriber reads at once, brokers with TCP_NODELAY (Mosquitto set_tcp_nodelay true, Aedes noDelay); publishers and subscriber in one process, send time = process.hrtime.bigint() written into the payload just before the write',
     job: { subs: ['bench/+'], pubs: range(8, (i) => `bench/${i}`), qos: 0, rate: 20000, latency: true },
+    acl: aclFanin(),
     // Nagle on the broker against the subscriber's delayed ACK stalls some
     // runs by 40 ms (p99 jumps from ~0.4 ms to ~35 ms, run to run); latency is
     // measured with the brokers' own TCP_NODELAY switch on.
@@ -74,6 +108,9 @@ const SCENARIOS = {
   },
   conns: {
     shape: `${CONNS} idle connections from ${CONN_PROCS} generator processes`,
+    // No `acl`: one account per connection means 20,000 first logins, one
+    // scrypt each (tens of ms): that measures scrypt, not the broker.
+    aclSkip: `not run: one account per connection would mean ${CONNS} first logins at one scrypt each (tens of ms apiece), a measure of scrypt, not of the broker`,
     metrics: [
       ['connectS', 'time to connect all (s)', 'lower', fix(2)],
       // Memory does not depend on how fast the generator is: never flagged.
@@ -83,14 +120,18 @@ const SCENARIOS = {
   },
   idle: {
     shape: 'broker alone after start',
+    // One account, so perch does not create (and scrypt) its first admin at start;
+    // the probe connects anonymously and its refusal is the first CONNACK.
+    acl: { shape: 'one account in accounts.db; the first CONNACK is the refusal of the anonymous probe', accounts: ['bench'], grants: [] },
     metrics: [
       ['rssMB', 'RSS idle (MB)', 'lower', fix(1)],
       ['startMs', 'exec to first CONNACK (ms)', 'lower', int],
     ],
   },
 }
-const BROKERS = ['perch', 'mosquitto', 'aedes']
-const LABEL = { perch: 'perch', mosquitto: 'Mosquitto', aedes: 'Aedes' }
+const BROKERS = ['perch', 'perch-acl', 'mosquitto', 'aedes']
+const LABEL = { perch: 'perch', 'perch-acl': 'perch accounts', mosquitto: 'Mosquitto', aedes: 'Aedes' }
+const isPerch = (name) => name === 'perch' || name === 'perch-acl'
 
 function parseArgs(argv) {
   const o = { scenarios: [], reps: 3, brokers: BROKERS, out: null }
@@ -169,8 +210,9 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 async function runThroughput(b, sc) {
   const [gen] = await forkGenerators(1)
+  const job = b.name === 'perch-acl' ? { ...sc.job, ...sc.acl.job, password: br.ACL_PASSWORD } : sc.job
   try {
-    gen.send({ mode: 'throughput', port: b.port, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, tickMs: DRAIN_TICK_MS, ...sc.job })
+    gen.send({ mode: 'throughput', port: b.port, warmupMs: WARMUP_MS, windowMs: WINDOW_MS, tickMs: DRAIN_TICK_MS, ...job })
     // Broker CPU over the same window tells whether the broker was saturated.
     await nextMessage(gen, ['window'], 15000 + WARMUP_MS + 5000, 'measurement window')
     const cpu0 = br.cpuSeconds(b.pid)
@@ -226,6 +268,16 @@ async function runOne(name, scName, ctx) {
   const sc = SCENARIOS[scName]
   const dir = mkdtempSync(path.join(ctx.tmp, `${name}-`))
   const nofile = scName === 'conns' ? ctx.fdLimit : 0
+  if (name === 'perch-acl') {
+    try {
+      const r = await br.setupAccounts(dir, { accounts: sc.acl.accounts, grants: sc.acl.grants }, ctx.verifier)
+      ctx.verifier = r.verifier
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true })
+      err.startup = true
+      throw err
+    }
+  }
   const b = await br.startBroker(name, { dir, mosquitto: ctx.mosquitto, nofile, nodelay: !!sc.nodelay, durable: !!sc.durable })
   const after = []
   try {
@@ -275,6 +327,8 @@ function machine() {
 function report(opts, ctx, results) {
   const bs = opts.brokers
   const others = bs.includes('mosquitto') ? bs.filter((b) => b !== 'mosquitto') : []
+  // The issue's check: perch in accounts mode within 10 % of perch in open mode.
+  const aclRatio = bs.includes('perch') && bs.includes('perch-acl')
   const cellFor = (scName, b, key, fmt, load) => {
     const reps = results[scName][b]
     if (reps.length === 0) return 'n/a'
@@ -288,6 +342,7 @@ function report(opts, ctx, results) {
   }
   const lines = []
   const head = ['scenario', 'metric', 'better', ...bs.map((b) => LABEL[b]), ...others.map((b) => `${LABEL[b]} / Mosquitto`)]
+  if (aclRatio) head.push(`${LABEL['perch-acl']} / perch open`)
   lines.push(`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`)
   for (const scName of opts.scenarios) {
     for (const [key, label, better, fmt, load] of SCENARIOS[scName].metrics) {
@@ -297,6 +352,11 @@ function report(opts, ctx, results) {
       for (const b of others) {
         const v = median(results[scName][b].map((r) => r.values?.[key]))
         row.push(v !== null && base ? `${(v / base).toFixed(2)} x` : 'n/a')
+      }
+      if (aclRatio) {
+        const v = median(results[scName]['perch-acl'].map((r) => r.values?.[key]))
+        const open = median(results[scName].perch.map((r) => r.values?.[key]))
+        row.push(v !== null && open ? `${(v / open).toFixed(2)} x` : 'n/a')
       }
       lines.push(`| ${row.join(' | ')} |`)
     }
@@ -329,7 +389,7 @@ function report(opts, ctx, results) {
     '',
     `- command: \`${ctx.command}\``,
     `- machine: ${machine()}`,
-    `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${!bs.includes('perch') ? 'not run' : `package ${ctx.perchVersion}${ctx.perchDown ? `, not available (${ctx.perchDown})` : ''}`}`,
+    `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${!bs.some(isPerch) ? 'not run' : `package ${ctx.perchVersion}${bs.filter((b) => isPerch(b) && ctx.down[b]).map((b) => `, ${LABEL[b]} not available (${ctx.down[b]})`).join('')}`}`,
     `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads`,
     `- scenarios: ${scList}`,
     '',
@@ -339,14 +399,23 @@ function report(opts, ctx, results) {
     '',
     'Notes:',
     '',
-    `- Mosquitto config: ${br.mosquittoConf('PORT').trim().split('\n').join('; ')}. Aedes: default options, in-memory persistence (bench/aedes-server.js). perch: \`node bin/perch.js start --host 127.0.0.1 --port PORT --data-dir TMPDIR --allow-anonymous\`.`,
+    `- Mosquitto config: ${br.mosquittoConf('PORT').trim().split('\n').join('; ')}. Aedes: default options, in-memory persistence (bench/aedes-server.js). perch: \`node bin/perch.js start --config perch.json --host 127.0.0.1 --port PORT --data-dir TMPDIR --allow-anonymous\` (open mode), perch.json \`${JSON.stringify(br.perchConf('perch'))}\`.`,
   ]
+  if (bs.includes('perch-acl')) {
+    out.push(
+      `- perch accounts: the same perch without \`--allow-anonymous\`, perch.json \`${JSON.stringify(br.perchConf('perch-acl'))}\`; before it starts, bench/acl-setup.js writes the scenario's accounts (one per load-generator client, all with one password, so one scrypt verifier) and subscribe grants into TMPDIR/accounts.db with perch's own AccountStore. Every client logs in with user name = its account; the first login of each account costs perch one scrypt, all before the warm-up. Publishers publish inside their own namespace (\`/<account>/...\`), subscribers read other accounts' topics through grants, and each run first checks that a filter without a grant is refused (SUBACK 0x80). perch accounts / perch open is the cost of accounts and ACLs (the issue asks for at most 10 %: a ratio of at least 0.90 x where higher is better, at most 1.10 x where lower is).`,
+    )
+    for (const scName of opts.scenarios) {
+      const sc = SCENARIOS[scName]
+      out.push(`- perch accounts, ${scName}: ${sc.acl ? sc.acl.shape : sc.aclSkip}.`)
+    }
+  }
   if (opts.scenarios.includes('conns')) {
     out.push(
       `- conns: ${ctx.conns} connections (broker fd limit ${ctx.fdLimit}${ctx.conns < CONNS ? `; ${CONNS} would not fit, so the count is capped` : ''}), keepalive 600 s, at most 100 handshakes in flight; RSS per connection = (RSS after all connected + 1 s - RSS before) / connections; client source addresses spread over 127.0.x.y.`,
     )
   }
-  if (results['pairs-qos1']?.perch?.some((r) => r.values)) {
+  if (results['pairs-qos1'] && bs.some((b) => isPerch(b) && results['pairs-qos1'][b].some((r) => r.values))) {
     out.push(
       '- pairs-qos1: durable on both sides: Mosquitto with `persistence true` (it snapshots periodically and acknowledges before writing), perch with its SQLite store (`synchronous=FULL`, group commit; every PUBACK follows the commit of the message for its persistent subscriber).',
     )
@@ -377,7 +446,10 @@ async function main() {
     command: ['node bench/run.js', ...process.argv.slice(2)].join(' '),
     tmp: mkdtempSync(path.join(os.tmpdir(), 'perch-bench-')),
     mosquitto: null,
-    perchDown: null,
+    // Why a perch variant cannot run (not built, did not start), by broker name.
+    down: {},
+    // The scrypt verifier bench/acl-setup.js made the first time, reused after.
+    verifier: undefined,
     aedesVersion: JSON.parse(readFileSync(path.join(br.ROOT, 'node_modules', 'aedes', 'package.json'), 'utf8')).version,
     perchVersion: JSON.parse(readFileSync(path.join(br.ROOT, 'package.json'), 'utf8')).version,
     fdLimit: br.brokerFdLimit(),
@@ -391,15 +463,19 @@ async function main() {
       process.exit(2)
     }
   }
-  if (opts.brokers.includes('perch')) ctx.perchDown = br.perchAvailable()
+  for (const b of opts.brokers) if (isPerch(b)) ctx.down[b] = br.perchAvailable(b)
 
   const results = {}
   for (const scName of opts.scenarios) {
     results[scName] = Object.fromEntries(opts.brokers.map((b) => [b, []]))
     for (let rep = 1; rep <= opts.reps; rep++) {
       for (const name of opts.brokers) {
-        if (name === 'perch' && ctx.perchDown) continue
+        if (ctx.down[name]) continue
         const tag = `[${scName} ${rep}/${opts.reps}] ${name}`
+        if (name === 'perch-acl' && !SCENARIOS[scName].acl) {
+          if (rep === 1) console.error(`${tag}: skipped: ${SCENARIOS[scName].aclSkip}`)
+          continue
+        }
         try {
           const r = await runOne(name, scName, ctx)
           results[scName][name].push(r)
@@ -407,9 +483,9 @@ async function main() {
           const cpu = r.cpu === null ? '' : ` (cores: generator ${r.cpu.toFixed(2)}${r.brokerCpu != null ? `, broker ${r.brokerCpu.toFixed(2)}, others ${r.otherCpu.toFixed(2)}` : ''})`
           console.error(`${tag}: ${fmt(r.values[key])} ${label}${cpu}${r.note ? `; ${r.note}` : ''}`)
         } catch (err) {
-          if (name === 'perch' && err.startup) {
-            ctx.perchDown = `did not start: ${err.message}`.slice(0, 300)
-            console.error(`${tag}: not available: ${ctx.perchDown}`)
+          if (isPerch(name) && err.startup) {
+            ctx.down[name] = `did not start: ${err.message}`.slice(0, 300)
+            console.error(`${tag}: not available: ${ctx.down[name]}`)
             continue
           }
           results[scName][name].push({ error: err.message.replace(/\s+/g, ' ').slice(0, 300) })
