@@ -8,9 +8,9 @@ import t from 'tap'
 import { AccountStore } from '../../src/auth/account-store.js'
 import { PasswordChecker } from '../../src/auth/password.js'
 import { systemClock } from '../../src/core/clock.js'
-import { mosquitto, type RunningTool, spawnTool, type ToolResult } from '../helpers/cli.js'
+import { mosquitto, type ToolResult } from '../helpers/cli.js'
 import { collect, connectClient, sleep, until } from '../helpers/clients.js'
-import { BIN, cleanEnv, } from '../helpers/perch-bin.js'
+import { runPerch, startedPort, startPerch } from '../helpers/perch-bin.js'
 
 
 // ---------------------------------------------------------------------------------------------
@@ -24,16 +24,10 @@ interface Teardown {
 }
 
 
-/** Runs perch to completion; bounded so a hang fails instead of stalling. */
-async function run(t: Teardown, args: string[], env: Record<string, string> = {}): Promise<ToolResult> {
-  const r = await spawnTool(t, process.execPath, [BIN, ...args], { cwd: work, env: cleanEnv(env), timeoutMs: 30_000 }).done
-  if (r.timedOut) throw new Error(`perch ${args.join(' ')} did not exit; stdout: ${r.stdout} stderr: ${r.stderr}`)
-  return r
-}
 
 /** `perch ARGS --data-dir DIR`. */
 function perch(t: Teardown, dir: string, ...args: string[]): Promise<ToolResult> {
-  return run(t, [...args, '--data-dir', dir])
+  return runPerch(t, work, [...args, '--data-dir', dir])
 }
 
 /** The password `account add` or `account passwd` made up and printed. */
@@ -81,7 +75,7 @@ t.test('--help lists every subcommand and the store options', async (t) => {
     [['grant', '--help'], GRANT_SUBCOMMANDS],
     [['grant', 'add', '-h'], GRANT_SUBCOMMANDS],
   ]
-  const results = await Promise.all(cases.map(([args]) => run(t, args)))
+  const results = await Promise.all(cases.map(([args]) => runPerch(t, work, args)))
   for (const [i, [args, subcommands]] of cases.entries()) {
     const r = results[i] as ToolResult
     t.equal(r.code, 0, `perch ${args.join(' ')} exits 0`)
@@ -108,7 +102,7 @@ t.test('an unknown subcommand or bad flags print the usage on stderr and exit 2'
     [['grant', 'add', 'a', 'b', 'x', '--data-dir', dir], /^perch grant add: give --sub, --pub or both\n\nUsage: perch grant/],
     [['grant', 'list', 'a', 'b', '--data-dir', dir], /^perch grant list: expected at most 1 argument, got 2/],
   ]
-  const results = await Promise.all(cases.map(([args]) => run(t, args)))
+  const results = await Promise.all(cases.map(([args]) => runPerch(t, work, args)))
   for (const [i, [args, stderr]] of cases.entries()) {
     const r = results[i] as ToolResult
     t.equal(r.code, 2, `perch ${args.join(' ')} exits 2`)
@@ -310,7 +304,7 @@ t.test('the data directory comes from --data-dir, the config file or the environ
   const fromConfig = join(work, 'from-config')
   const config = join(work, 'accounts-config.json')
   writeFileSync(config, JSON.stringify({ dataDir: fromConfig }))
-  const viaConfig = await run(t, ['account', 'add', 'cfg', '--password', 'p', '--config', config])
+  const viaConfig = await runPerch(t, work, ['account', 'add', 'cfg', '--password', 'p', '--config', config])
   t.equal(viaConfig.code, 0, viaConfig.stderr)
   t.same(
     (await accounts(t, fromConfig)).map((a) => a.id),
@@ -319,20 +313,20 @@ t.test('the data directory comes from --data-dir, the config file or the environ
   t.equal(statSync(fromConfig).mode & 0o027, 0, 'a created data directory is not open to others (0750)')
 
   const flagWins = join(work, 'flag-wins')
-  t.equal((await run(t, ['account', 'add', 'flag', '--password', 'p', '--config', config, '--data-dir', flagWins])).code, 0)
+  t.equal((await runPerch(t, work, ['account', 'add', 'flag', '--password', 'p', '--config', config, '--data-dir', flagWins])).code, 0)
   t.same(
     (await accounts(t, flagWins)).map((a) => a.id),
     ['flag'],
   )
 
   const state = join(work, 'state-directory')
-  t.equal((await run(t, ['account', 'add', 'svc', '--password', 'p'], { STATE_DIRECTORY: state })).code, 0)
+  t.equal((await runPerch(t, work, ['account', 'add', 'svc', '--password', 'p'], { STATE_DIRECTORY: state })).code, 0)
   t.same(
     (await accounts(t, state)).map((a) => a.id),
     ['svc'],
   )
 
-  const missing = await run(t, ['account', 'list', '--config', join(work, 'no-such.json')])
+  const missing = await runPerch(t, work, ['account', 'list', '--config', join(work, 'no-such.json')])
   t.equal(missing.code, 1)
   t.match(missing.stderr, /^perch account: config file .*no-such\.json/)
 })
@@ -352,27 +346,8 @@ t.test('a damaged accounts database is reported, not overwritten', async (t) => 
 // ---------------------------------------------------------------------------------------------
 // Against a running perch
 
-interface Running {
-  tool: RunningTool
-  event(name: string): Record<string, unknown> | undefined
-}
 
-function startPerch(t: Teardown, args: string[]): Running {
-  const tool = spawnTool(t, process.execPath, [BIN, 'start', ...args], { cwd: work, env: cleanEnv(), timeoutMs: 90_000 })
-  const events = (): Record<string, unknown>[] =>
-    tool
-      .lines()
-      .filter((line) => line.trim() !== '')
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-  return { tool, event: (name) => events().find((e) => e.event === name) }
-}
 
-async function startedPort(p: Running): Promise<number> {
-  await until(() => p.event('perch.started') !== undefined || p.tool.exited(), 20_000, `perch.started (stderr: ${p.tool.stderr()})`)
-  const port = (p.event('perch.started')?.listeners as { port: number }[] | undefined)?.[0]?.port
-  if (typeof port !== 'number' || port <= 0) throw new Error(`perch did not start: ${p.tool.stdout()} ${p.tool.stderr()}`)
-  return port
-}
 
 /** Whether mosquitto_pub can log in as `user` and publish in its own namespace. */
 async function canLogin(t: Teardown, port: number, user: string, password: string): Promise<boolean> {
@@ -395,7 +370,7 @@ async function eventually(what: string, attempt: () => Promise<boolean>): Promis
 
 t.test('a running perch applies account and grant changes live', async (t) => {
   const dir = join(work, 'live')
-  const p = startPerch(t, ['--data-dir', dir, '--port', '0'])
+  const p = startPerch(t, work, ['--data-dir', dir, '--port', '0'])
   const port = await startedPort(p)
   const url = `mqtt://127.0.0.1:${port}`
 

@@ -2,11 +2,11 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import mqtt, { type IDisconnectPacket } from 'mqtt'
+import type { IDisconnectPacket } from 'mqtt'
 import t from 'tap'
-import { type RunningTool, spawnTool, type ToolResult } from '../helpers/cli.js'
+import { connackCode } from '../helpers/accounts.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
-import { BIN, cleanEnv, ROOT } from '../helpers/perch-bin.js'
+import { ROOT, runPerch, startedPort, startPerch } from '../helpers/perch-bin.js'
 
 const FLAGS = ['--config', '--data-dir', '--host', '--port', '--allow-anonymous', '--log-level'] as const
 
@@ -16,67 +16,11 @@ const FLAGS = ['--config', '--data-dir', '--host', '--port', '--allow-anonymous'
 const work = mkdtempSync(join(tmpdir(), 'perch-cli-'))
 t.teardown(() => rmSync(work, { recursive: true, force: true }))
 
-interface Teardown {
-  teardown(fn: () => unknown): void
-}
 
 
-/** Runs perch to completion; bounded so a hang fails instead of stalling. */
-async function run(t: Teardown, args: string[], env: Record<string, string> = {}): Promise<ToolResult> {
-  const r = await spawnTool(t, process.execPath, [BIN, ...args], { cwd: work, env: cleanEnv(env), timeoutMs: 30_000 }).done
-  if (r.timedOut) throw new Error(`perch ${args.join(' ')} did not exit; stdout: ${r.stdout} stderr: ${r.stderr}`)
-  return r
-}
 
-interface Running {
-  tool: RunningTool
-  /** Parsed JSON log lines from stdout so far. */
-  events(): Record<string, unknown>[]
-  event(name: string): Record<string, unknown> | undefined
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
 
-/** Starts a long-running perch and reads its JSON log; killed at teardown if still alive. */
-function startPerch(t: Teardown, args: string[]): Running {
-  const tool = spawnTool(t, process.execPath, [BIN, 'start', ...args], { cwd: work, env: cleanEnv(), timeoutMs: 60_000 })
-  const events = (): Record<string, unknown>[] =>
-    tool
-      .lines()
-      .filter((line) => line.trim() !== '')
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-  return {
-    tool,
-    events,
-    event: (name) => events().find((e) => e.event === name),
-    exited: tool.done.then(({ code, signal }) => ({ code, signal })),
-  }
-}
 
-/** The CONNACK reason code of a v5 connection the broker refuses. */
-function refusedConnack(url: string, options: { username?: string; password?: string }): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const c = mqtt.connect(url, { protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000, ...options })
-    c.on('error', (e) => {
-      c.end(true)
-      resolve((e as { code?: number }).code)
-    })
-    c.on('connect', () => {
-      c.end(true)
-      resolve(0)
-    })
-  })
-}
-
-/** Waits for `perch.started` and returns the port of the first listener. */
-async function startedPort(p: Running): Promise<number> {
-  await until(() => p.event('perch.started') !== undefined || p.tool.exited(), 20_000, `perch.started (stderr: ${p.tool.stderr()})`)
-  const started = p.event('perch.started')
-  if (started === undefined) throw new Error(`perch exited before starting: ${p.tool.stderr()}`)
-  const listeners = started.listeners as { port: number }[]
-  const port = listeners[0]?.port
-  if (typeof port !== 'number' || port <= 0) throw new Error(`no port in ${JSON.stringify(started)}`)
-  return port
-}
 
 function configFile(name: string, text: string): string {
   const path = join(work, name)
@@ -89,54 +33,54 @@ function configFile(name: string, text: string): string {
 
 t.test('--help and start --help list every start flag', async (t) => {
   for (const args of [['--help'], ['help'], ['start', '--help'], ['help', 'start'], ['start', '-h']]) {
-    const r = await run(t, args)
+    const r = await runPerch(t, work, args)
     t.equal(r.code, 0, `perch ${args.join(' ')} exits 0`)
     for (const flag of FLAGS) t.match(r.stdout, new RegExp(`${flag}\\b`), `perch ${args.join(' ')} lists ${flag}`)
   }
-  const main = await run(t, ['--help'])
+  const main = await runPerch(t, work, ['--help'])
   for (const command of ['start', 'config defaults', 'config check', 'version']) t.match(main.stdout, command)
 })
 
 t.test('version prints the version from package.json', async (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
   for (const args of [['version'], ['--version'], ['-v']]) {
-    const r = await run(t, args)
+    const r = await runPerch(t, work, args)
     t.equal(r.code, 0)
     t.equal(r.stdout.trim(), `perch ${pkg.version}`)
   }
 })
 
 t.test('an unknown command or option is a usage error (exit 2)', async (t) => {
-  const cmd = await run(t, ['frobnicate'])
+  const cmd = await runPerch(t, work, ['frobnicate'])
   t.equal(cmd.code, 2)
   t.match(cmd.stderr, /unknown command "frobnicate"/)
-  const opt = await run(t, ['start', '--frobnicate'])
+  const opt = await runPerch(t, work, ['start', '--frobnicate'])
   t.equal(opt.code, 2)
   t.match(opt.stderr, /--frobnicate/)
-  const sub = await run(t, ['config', 'frob'])
+  const sub = await runPerch(t, work, ['config', 'frob'])
   t.equal(sub.code, 2)
   t.match(sub.stderr, /Usage: perch config/)
 })
 
 t.test('config defaults prints valid JSON that config check accepts unchanged', async (t) => {
-  const r = await run(t, ['config', 'defaults'])
+  const r = await runPerch(t, work, ['config', 'defaults'])
   t.equal(r.code, 0)
   const defaults = JSON.parse(r.stdout) as Record<string, unknown>
   t.match(defaults, { dataDir: './perch-data', listeners: [{ kind: 'tcp', host: '127.0.0.1', port: 1883 }], auth: { mode: 'accounts' } })
   const path = configFile('defaults.json', r.stdout)
-  const checked = await run(t, ['config', 'check', path])
+  const checked = await runPerch(t, work, ['config', 'check', path])
   t.equal(checked.code, 0, checked.stderr)
   t.same(JSON.parse(checked.stdout), defaults, 'the effective config is the defaults')
 })
 
 t.test('config defaults takes its data directory from $STATE_DIRECTORY', async (t) => {
-  const r = await run(t, ['config', 'defaults'], { STATE_DIRECTORY: '/var/lib/perch' })
+  const r = await runPerch(t, work, ['config', 'defaults'], { STATE_DIRECTORY: '/var/lib/perch' })
   t.equal((JSON.parse(r.stdout) as { dataDir: string }).dataDir, '/var/lib/perch')
 })
 
 t.test('config check prints a partial file laid over the defaults', async (t) => {
   const path = configFile('partial.json', JSON.stringify({ limits: { maxInflight: 7 }, log: { level: 'debug' } }))
-  const r = await run(t, ['config', 'check', path])
+  const r = await runPerch(t, work, ['config', 'check', path])
   t.equal(r.code, 0, r.stderr)
   const effective = JSON.parse(r.stdout) as { limits: { maxInflight: number; receiveMaximum: number }; log: { level: string } }
   t.equal(effective.limits.maxInflight, 7)
@@ -169,13 +113,13 @@ for (const bad of badConfigs) {
   t.test(`config check and start refuse ${bad.name}, saying what is wrong`, async (t) => {
     const file = `bad-${bad.name.replaceAll(/\W+/g, '-')}.json`
     const path = bad.text === undefined ? join(work, 'does-not-exist.json') : configFile(file, bad.text)
-    const checked = await run(t, ['config', 'check', path])
+    const checked = await runPerch(t, work, ['config', 'check', path])
     t.not(checked.code, 0, 'config check exits non-zero')
     t.match(checked.stderr, bad.why)
     t.match(checked.stderr, path, 'the message names the file')
     t.equal(checked.stdout, '', 'nothing on stdout')
     const dataDir = join(work, `never-${file}`)
-    const started = await run(t, ['start', '--config', path, '--port', '0', '--data-dir', dataDir])
+    const started = await runPerch(t, work, ['start', '--config', path, '--port', '0', '--data-dir', dataDir])
     t.not(started.code, 0, 'start exits non-zero')
     t.match(started.stderr, bad.why)
     t.notOk(existsSync(dataDir), 'nothing was started')
@@ -184,7 +128,7 @@ for (const bad of badConfigs) {
 
 t.test('--port must be a port number', async (t) => {
   for (const port of ['abc', '70000', '-1', '1.5', '', '0x50', '1e3']) {
-    const r = await run(t, ['start', `--port=${port}`, '--data-dir', join(work, 'never-port')])
+    const r = await runPerch(t, work, ['start', `--port=${port}`, '--data-dir', join(work, 'never-port')])
     t.not(r.code, 0, `--port=${JSON.stringify(port)} is refused`)
     t.match(r.stderr, /--port/)
   }
@@ -192,14 +136,14 @@ t.test('--port must be a port number', async (t) => {
 })
 
 t.test('--log-level must be a level', async (t) => {
-  const r = await run(t, ['start', '--log-level', 'loud', '--port', '0', '--data-dir', join(work, 'never-level')])
+  const r = await runPerch(t, work, ['start', '--log-level', 'loud', '--port', '0', '--data-dir', join(work, 'never-level')])
   t.not(r.code, 0)
   t.match(r.stderr, /log\.level: must be one of/)
 })
 
 t.test('open mode on a non-loopback address is refused without --allow-anonymous', async (t) => {
   const open = configFile('open.json', JSON.stringify({ auth: { mode: 'open' } }))
-  const r = await run(t, ['start', '--config', open, '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
+  const r = await runPerch(t, work, ['start', '--config', open, '--host', '0.0.0.0', '--port', '0', '--data-dir', join(work, 'never-open')])
   t.not(r.code, 0)
   t.match(r.stderr, /0\.0\.0\.0/)
   t.match(r.stderr, /anonymous/)
@@ -208,7 +152,7 @@ t.test('open mode on a non-loopback address is refused without --allow-anonymous
 })
 
 t.test('open mode on a non-loopback address starts with --allow-anonymous', async (t) => {
-  const p = startPerch(t, ['--host', '0.0.0.0', '--port', '0', '--allow-anonymous', '--data-dir', join(work, 'open-any')])
+  const p = startPerch(t, work, ['--host', '0.0.0.0', '--port', '0', '--allow-anonymous', '--data-dir', join(work, 'open-any')])
   const port = await startedPort(p)
   t.match(p.event('perch.started'), { auth: 'open', listeners: [{ host: '0.0.0.0' }] })
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 4 })
@@ -223,7 +167,7 @@ t.test('open mode on a non-loopback address starts with --allow-anonymous', asyn
 t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8B and exits 0', async (t) => {
   const dataDir = join(work, 'nested', 'data-dir')
   t.notOk(existsSync(dataDir))
-  const p = startPerch(t, ['--port', '0', '--data-dir', dataDir, '--log-level', 'info'])
+  const p = startPerch(t, work, ['--port', '0', '--data-dir', dataDir, '--log-level', 'info'])
   const port = await startedPort(p)
   t.ok(statSync(dataDir).isDirectory(), 'the --data-dir directory was created')
   t.match(p.event('perch.started'), { dataDir, auth: 'accounts', listeners: [{ kind: 'tcp', host: '127.0.0.1', port }] })
@@ -236,7 +180,7 @@ t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8
   t.ok(password.length >= 20, 'a long random password')
 
   const url = `mqtt://127.0.0.1:${port}`
-  const anonymous = await refusedConnack(url, {})
+  const anonymous = await connackCode(url, { protocolVersion: 5 })
   t.equal(anonymous, 0x87, 'anonymous clients are refused: not authorized')
   const v5 = await connectClient(t, url, { protocolVersion: 5, clientId: 'cli-v5', username: 'admin', password })
   const v4 = await connectClient(t, url, { protocolVersion: 4, clientId: 'cli-v4', username: 'admin', password })
@@ -266,7 +210,7 @@ t.test('start --port 0: serves MQTT, and SIGTERM sends v5 clients DISCONNECT 0x8
 })
 
 t.test('SIGINT stops perch likewise and exits 0', async (t) => {
-  const p = startPerch(t, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'sigint')])
+  const p = startPerch(t, work, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'sigint')])
   const port = await startedPort(p)
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, { protocolVersion: 5 })
   const disconnects: IDisconnectPacket[] = []
@@ -280,7 +224,7 @@ t.test('SIGINT stops perch likewise and exits 0', async (t) => {
 })
 
 t.test('SIGTERM with no clients exits 0', async (t) => {
-  const p = startPerch(t, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'idle')])
+  const p = startPerch(t, work, ['--port', '0', '--allow-anonymous', '--data-dir', join(work, 'idle')])
   const port = await startedPort(p)
   // A served connection proves the signal handlers are installed (they follow perch.started).
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})
@@ -296,7 +240,7 @@ t.test('start --config FILE uses the file, and flags override it', async (t) => 
     'start.json',
     JSON.stringify({ listeners: [{ name: 'main', kind: 'tcp', host: '127.0.0.1', port: 1 }], limits: { maxInflight: 5 } }),
   )
-  const p = startPerch(t, ['--config', path, '--port', '0', '--allow-anonymous', '--data-dir', join(work, 'with-config')])
+  const p = startPerch(t, work, ['--config', path, '--port', '0', '--allow-anonymous', '--data-dir', join(work, 'with-config')])
   const port = await startedPort(p)
   t.match(p.event('perch.started'), { listeners: [{ name: 'main', port }] }, '--port replaced the file’s port on its first TCP listener')
   const c = await connectClient(t, `mqtt://127.0.0.1:${port}`, {})
@@ -306,9 +250,9 @@ t.test('start --config FILE uses the file, and flags override it', async (t) => 
 })
 
 t.test('a port already in use is a clean start failure', async (t) => {
-  const first = startPerch(t, ['--port', '0', '--data-dir', join(work, 'busy-1')])
+  const first = startPerch(t, work, ['--port', '0', '--data-dir', join(work, 'busy-1')])
   const port = await startedPort(first)
-  const second = await run(t, ['start', '--port', String(port), '--data-dir', join(work, 'busy-2')])
+  const second = await runPerch(t, work, ['start', '--port', String(port), '--data-dir', join(work, 'busy-2')])
   t.equal(second.code, 1)
   t.match(second.stderr, /cannot listen/)
   t.match(second.stderr, /EADDRINUSE/)
