@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { AccountService } from '../auth/accounts.js'
 import type { JwtSettings } from '../auth/jwt.js'
 import { OpenHooks } from '../auth/open.js'
@@ -15,6 +16,7 @@ import type { SessionStore } from '../mqtt/session/store.js'
 import type { ConnectionLimits, TransportServices } from '../mqtt/transport/context.js'
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
 import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
+import { RulesService } from '../scripting/engine/rules-service.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
 import { openSessionStore } from './store.js'
 
@@ -39,6 +41,8 @@ export class App {
   readonly store: SessionStore
   /** Accounts mode only. */
   readonly accounts: AccountService | undefined
+  /** When rules are enabled. */
+  readonly rules: RulesService | undefined
   #stopping: Promise<void> | undefined
 
   private constructor(parts: {
@@ -50,8 +54,10 @@ export class App {
     logger: Logger
     store: SessionStore
     accounts: AccountService | undefined
+    rules: RulesService | undefined
   }) {
     this.accounts = parts.accounts
+    this.rules = parts.rules
     this.broker = parts.broker
     this.listeners = parts.listeners
     this.#connections = parts.connections
@@ -115,6 +121,17 @@ export class App {
       store.close()
       throw new ConfigError(`cannot listen: ${describeError(e)}`)
     }
+    let rules: RulesService | undefined
+    try {
+      rules = config.rules.enabled ? await startRules(config, broker, clock, logger) : undefined
+    } catch (e) {
+      await Promise.all(listeners.map((l) => l.close()))
+      accounts?.dispose()
+      broker.dispose()
+      deadlines.dispose()
+      store.close()
+      throw e
+    }
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
     sys?.start()
     logger.info('perch.started', {
@@ -125,7 +142,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, rules })
   }
 
   stop(): Promise<void> {
@@ -139,6 +156,7 @@ export class App {
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
+    await this.rules?.dispose()
     this.accounts?.dispose()
     this.broker.dispose()
     this.#deadlines.dispose()
@@ -146,6 +164,18 @@ export class App {
     this.store.close()
     this.#logger.info('perch.stopped', {})
   }
+}
+
+function startRules(config: PerchConfig, broker: Broker, clock: Clock, logger: Logger): Promise<RulesService> {
+  const r = config.rules
+  return RulesService.start(broker, clock, logger, {
+    dataDir: config.dataDir,
+    rulesDir: r.dir ?? fileURLToPath(new URL('../../rules', import.meta.url)),
+    failureLimit: r.failureLimit,
+    coolOffMs: r.coolOff * 1000,
+    flushIntervalMs: 100,
+    reloadIntervalMs: r.reloadInterval * 1000,
+  })
 }
 
 async function openAccounts(config: PerchConfig, clock: Clock, logger: Logger): Promise<AccountService> {

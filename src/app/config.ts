@@ -66,6 +66,19 @@ export interface PerchConfig {
   }
   sys: { interval: number }
   persistence: PersistenceConfig
+  rules: RulesConfig
+}
+
+export interface RulesConfig {
+  enabled: boolean
+  /** Where `/A/runfile/NAME` finds NAME.js; the bundled rules/ folder when absent. */
+  dir?: string | undefined
+  /** Consecutive failed invocations before a rule is suspended... */
+  failureLimit: number
+  /** ...for this many seconds. */
+  coolOff: number
+  /** Seconds between checks for rules pushed with the CLI while perch runs. */
+  reloadInterval: number
 }
 
 export interface JwtConfig {
@@ -133,6 +146,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
     },
     sys: { interval: 10 },
     persistence: { mode: 'sqlite', file: 'perch.db', synchronous: 'full', commitIntervalMs: 5, commitMaxWrites: 1000, onCorrupt: 'fail' },
+    rules: { enabled: true, failureLimit: 5, coolOff: 60, reloadInterval: 1 },
   }
 }
 
@@ -227,6 +241,17 @@ const schema: JsonSchema = {
       },
     },
     sys: { type: 'object', additionalProperties: false, properties: { interval: int(0, 86_400) } },
+    rules: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        dir: { type: 'string', minLength: 1 },
+        failureLimit: int(1, 1000),
+        coolOff: int(0, 86_400),
+        reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
+      },
+    },
     persistence: {
       type: 'object',
       additionalProperties: false,
@@ -262,6 +287,7 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     limits: { ...base.limits, ...c.limits },
     sys: { ...base.sys, ...c.sys },
     persistence: { ...base.persistence, ...c.persistence },
+    rules: { ...base.rules, ...c.rules },
   }
   const problem = crossCheck(config)
   return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))

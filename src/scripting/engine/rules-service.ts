@@ -1,0 +1,133 @@
+import type { Clock, TimerHandle } from '../../core/clock.js'
+import { ConfigError } from '../../core/errors.js'
+import type { Logger } from '../../core/logger.js'
+import type { Disposable } from '../../core/scope.js'
+import type { Broker } from '../../mqtt/broker/broker.js'
+import { LOCAL_CLIENT_PREFIX } from '../../mqtt/broker/local-client.js'
+import { SandboxHost } from '../host.js'
+import { RuleControl } from './control.js'
+import { type EngineSettings, RuleEngine } from './engine.js'
+import { parseManifest } from './manifest.js'
+import { RuleStore, type StoredRule } from './rule-store.js'
+
+export interface RulesSettings extends EngineSettings {
+  readonly dataDir: string
+  /** Where `/A/runfile/NAME` finds NAME.js (and NAME.json); none when undefined. */
+  readonly rulesDir: string | undefined
+  /** Seconds between checks for rules pushed with the CLI while perch runs. */
+  readonly reloadIntervalMs: number
+}
+
+/**
+ * Rules as a whole: the store, the sandbox worker, the engine, the control topics, and rules
+ * pushed by other processes picked up live. Started after the broker, stopped before it.
+ */
+export class RulesService implements Disposable {
+  readonly engine: RuleEngine
+  readonly store: RuleStore
+  #host: Promise<SandboxHost> | undefined
+  #closed = false
+  readonly #control: RuleControl
+  readonly #clock: Clock
+  readonly #logger: Logger
+  readonly #settings: RulesSettings
+  #timer: TimerHandle | undefined
+  #syncing = false
+
+  private constructor(store: RuleStore, broker: Broker, clock: Clock, logger: Logger, settings: RulesSettings) {
+    this.store = store
+    this.#clock = clock
+    this.#logger = logger
+    this.#settings = settings
+    const host = (): Promise<SandboxHost> => {
+      this.#host ??= SandboxHost.start({ now: () => clock.now(), kvSnapshot: (account) => store.kv(account) })
+      return this.#host
+    }
+    this.engine = new RuleEngine(broker, host, store, clock, logger, settings)
+    const control = broker.openLocal({
+      clientId: `${LOCAL_CLIENT_PREFIX}rules-control`,
+      username: undefined,
+      account: undefined,
+      admin: true,
+      remoteAddress: '',
+      protocolVersion: 5,
+      listener: 'internal',
+    })
+    this.#control = new RuleControl(this.engine, store, control, settings.rulesDir, logger, () => clock.now())
+  }
+
+  static async start(broker: Broker, clock: Clock, logger: Logger, settings: RulesSettings): Promise<RulesService> {
+    const opened = RuleStore.open(settings.dataDir, clock)
+    if (!opened.ok) throw new ConfigError(`rules: ${opened.error.message}`)
+    const service = new RulesService(opened.value, broker, clock, logger, settings)
+    service.store.changed()
+    await service.#sync()
+    service.#schedule()
+    return service
+  }
+
+  /** The sandbox worker, if a rule started it. */
+  get host(): Promise<SandboxHost> | undefined {
+    return this.#host
+  }
+
+  async dispose(): Promise<void> {
+    this.#closed = true
+    this.#timer?.cancel()
+    this.#timer = undefined
+    this.#control.dispose()
+    this.engine.dispose()
+    if (this.#host !== undefined) await (await this.#host).dispose()
+    this.store.dispose()
+  }
+
+  /** Makes the running rules what the store holds: new and changed versions installed, removed ones stopped. */
+  async #sync(): Promise<void> {
+    if (this.#syncing) return
+    this.#syncing = true
+    try {
+      const stored = this.store.rules()
+      const wanted = new Set(stored.map((r) => `${r.account}\0${r.name}`))
+      for (const r of stored) {
+        const running = this.engine.rule(r.account, r.name)
+        if (running === undefined || running.version !== r.version) await this.#install(r)
+      }
+      for (const r of [...this.engine.rules.values()]) {
+        if (r.origin !== 'file' && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
+      }
+    } finally {
+      this.#syncing = false
+    }
+  }
+
+  async #install(r: StoredRule): Promise<void> {
+    let manifest: unknown
+    try {
+      manifest = JSON.parse(r.manifest)
+    } catch {
+      manifest = undefined
+    }
+    const parsed = parseManifest(manifest, r.name, r.account)
+    if (!parsed.ok) {
+      this.#logger.error('rule.invalid', { account: r.account, rule: r.name, error: parsed.error })
+      return
+    }
+    const installed = await this.engine.install({ account: r.account, name: r.name, source: r.source, manifest: parsed.value, version: r.version, origin: r.origin })
+    if (!installed.ok) this.#logger.error('rule.not-loaded', { account: r.account, rule: r.name, version: r.version, error: installed.error })
+  }
+
+  #schedule(): void {
+    if (this.#closed) return
+    this.#timer = this.#clock.setTimer(this.#settings.reloadIntervalMs, () => {
+      let changed = false
+      try {
+        changed = this.store.changed()
+      } catch (e) {
+        this.#logger.error('rules.check-failed', { error: e instanceof Error ? e.message : String(e) })
+      }
+      const next = (): void => this.#schedule()
+      if (changed) void this.#sync().then(next, next)
+      else next()
+    })
+  }
+}
