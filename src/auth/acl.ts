@@ -12,15 +12,16 @@ export interface Principal {
   readonly serves?: readonly string[] | undefined
 }
 
-/**
- * Levels under `/<account>/` that only the owner may publish to: the grant requests (a grantee
- * with publish rights on `/A/#` must not grant itself more), and `events`, which only perch writes.
- */
 /** Topics remembered per account; the cache starts over when full. */
 const READ_CACHE_TOPICS = 4096
 
-const OWNER_ONLY = ['grant_sub_topic', 'grant_pub_topic', 'revoke_sub_topic', 'revoke_pub_topic']
-const SYSTEM_ONLY = ['events']
+/**
+ * Levels under `/<account>/` that only the owner may publish to: the grant requests and rule
+ * pushes (a grantee with publish rights on `/A/#` must not grant itself more or run its own
+ * code as A), and `events` and `rules` (rule errors), which only perch writes.
+ */
+const OWNER_ONLY = ['grant_sub_topic', 'grant_pub_topic', 'revoke_sub_topic', 'revoke_pub_topic', 'scripts']
+const SYSTEM_ONLY = ['events', 'rules']
 
 interface Granted {
   readonly publish: string[]

@@ -13,6 +13,11 @@ const MAX_PENDING = 10_000
 
 export type LocalHandler = (message: Message) => void
 
+interface FilterEntry {
+  readonly id: number
+  readonly handlers: Set<{ handler: LocalHandler }>
+}
+
 export interface LocalPublishOptions {
   readonly qos?: QoS
   readonly retain?: boolean
@@ -29,7 +34,8 @@ export class LocalClient implements PacketSink, Disposable {
   readonly receiveMaximum = 65_535
   readonly #broker: Broker
   readonly #session: Session
-  readonly #handlers = new Map<number, { filter: string; handler: LocalHandler }>()
+  readonly #filters = new Map<string, FilterEntry>()
+  readonly #byId = new Map<number, FilterEntry>()
   #pending: Message[] = []
   #pendingIds: (readonly number[])[] = []
   #nextId = 1
@@ -61,19 +67,30 @@ export class LocalClient implements PacketSink, Disposable {
 
   /**
    * Subscribes under this client's rights; retained messages are not replayed (a control
-   * request kept as retained must not run again at every start). Returns false when denied.
+   * request kept as retained must not run again at every start). Several handlers may share a
+   * filter: the broker sees one subscription until the last of them is disposed. Returns
+   * undefined when the rights do not allow the filter.
    */
   subscribe(filter: string, handler: LocalHandler): Disposable | undefined {
-    const decision = this.#broker.hooks.authorizeSubscribe(this.client, filter)
-    if (decision === 'deny') return undefined
-    const id = this.#nextId++
-    this.#handlers.set(id, { filter, handler })
-    const options = { qos: 0 as const, noLocal: false, retainAsPublished: true, retainHandling: 2 as const, subscriptionId: id }
-    this.#broker.subscribe(this.#session, this.client, filter, options, decision === 'filtered')
+    let entry = this.#filters.get(filter)
+    if (entry === undefined) {
+      const decision = this.#broker.hooks.authorizeSubscribe(this.client, filter)
+      if (decision === 'deny') return undefined
+      entry = { id: this.#nextId++, handlers: new Set() }
+      this.#filters.set(filter, entry)
+      this.#byId.set(entry.id, entry)
+      const options = { qos: 0 as const, noLocal: false, retainAsPublished: true, retainHandling: 2 as const, subscriptionId: entry.id }
+      this.#broker.subscribe(this.#session, this.client, filter, options, decision === 'filtered')
+    }
+    const mine = entry
+    const slot = { handler }
+    mine.handlers.add(slot)
     return {
       dispose: () => {
-        this.#handlers.delete(id)
-        this.#broker.unsubscribe(this.#session, this.client, filter)
+        if (!mine.handlers.delete(slot) || mine.handlers.size > 0 || this.#filters.get(filter) !== mine) return
+        this.#filters.delete(filter)
+        this.#byId.delete(mine.id)
+        if (!this.#closed) this.#broker.unsubscribe(this.#session, this.client, filter)
       },
     }
   }
@@ -101,7 +118,8 @@ export class LocalClient implements PacketSink, Disposable {
     if (this.#closed) return
     this.#closed = true
     this.#broker.closeLocal(this)
-    this.#handlers.clear()
+    this.#filters.clear()
+    this.#byId.clear()
     this.#pending = []
     this.#pendingIds = []
   }
@@ -120,10 +138,12 @@ export class LocalClient implements PacketSink, Disposable {
       const m = messages[i]
       if (m === undefined) continue
       for (const id of ids[i] ?? []) {
-        try {
-          this.#handlers.get(id)?.handler(m)
-        } catch (e) {
-          this.#broker.localError(this.client, m.topic, e)
+        for (const slot of this.#byId.get(id)?.handlers ?? []) {
+          try {
+            slot.handler(m)
+          } catch (e) {
+            this.#broker.localError(this.client, m.topic, e)
+          }
         }
       }
     }

@@ -76,6 +76,9 @@ export class RuleEngine implements Disposable {
    * running otherwise) with its triggers. Returns why not.
    */
   async install(r: LoadedRule): Promise<{ ok: true } | { ok: false; error: string; line?: number | undefined; column?: number | undefined }> {
+    const client = this.clientFor(r.account)
+    const outside = r.manifest.topics.map((f) => absoluteFilter(r.account, f)).filter((f) => this.#broker.hooks.authorizeSubscribe(client.client, f) === 'deny')
+    if (outside.length > 0) return { ok: false, error: `triggers outside the account's read rights: ${outside.join(', ')}` }
     const spec: RuleSpec = { account: r.account, name: r.name, source: r.source, limits: limitsOf(r.manifest) }
     const loaded = await (await this.#host()).load(spec)
     if (!loaded.ok) return { ok: false, error: loaded.error.message, line: loaded.error.line, column: loaded.error.column }
