@@ -76,6 +76,8 @@ export class AccountSandboxes {
       const built = await this.#newModule(Math.max(spec.limits.memoryMb, this.#capMb()))
       if (!built.ok) return err(built.error)
       this.#module = built.value
+      // Rules left without a module by an earlier failure start again in this one.
+      if (this.#rules.size > 0) this.#needsRebuild = true
     }
     const module = this.#module
     const created = this.#create(module, spec, now)
@@ -223,7 +225,7 @@ export class AccountSandboxes {
 
   #create(module: AccountModule, spec: ResolvedSpec, now: number): Result<RuleSandbox, LoadFailure> {
     const init = { seed: randomInt(1, 2 ** 32 - 1), now, kvGet: (key: string) => this.#kv.get(key) }
-    return RuleSandbox.create(module.qjs, spec, init, Math.floor(module.capBytes / 4))
+    return RuleSandbox.create(module, spec, init)
   }
 
   #disposeSandbox(sandbox: RuleSandbox): void {

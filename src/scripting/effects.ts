@@ -2,6 +2,7 @@
 // in the same context and could have corrupted it, so nothing is taken on trust here.
 import { err, ok, type Result } from '../core/result.js'
 import { type Failure, failure, guestFailure } from './failures.js'
+import { MAX_LOG_CHARS } from './limits.js'
 import type { Effect } from './types.js'
 
 export interface BatchOutput {
@@ -62,7 +63,8 @@ function decodeEffect(t: unknown[]): Effect | undefined {
     case 2:
       return typeof a === 'string' && a.length > 0 ? { kind: 'kv.delete', key: a } : undefined
     case 3:
-      return (a === 'info' || a === 'warn' || a === 'error') && typeof b === 'string' ? { kind: 'log', level: a, message: b } : undefined
+      if ((a !== 'info' && a !== 'warn' && a !== 'error') || typeof b !== 'string') return undefined
+      return { kind: 'log', level: a, message: b.length > MAX_LOG_CHARS + 3 ? `${b.slice(0, MAX_LOG_CHARS)}...` : b }
     default:
       return undefined
   }

@@ -309,9 +309,8 @@ export const PRELUDE = String.raw`(function bootstrap(configJson, kvGetHost) {
         const s = stringify(last);
         if (typeof s === 'string') r = s;
       }
-      const result = stringify({ e: out, r });
-      out = [];
-      return result;
+      // out stays as it is: finish() may serialize it again after the jobs the host ran.
+      return stringify({ e: out, r });
     }
     function track(promise, isLast) {
       const mine = generation;
@@ -348,6 +347,9 @@ export const PRELUDE = String.raw`(function bootstrap(configJson, kvGetHost) {
         }
         return pending > 0 ? '' : done();
       } catch (e) {
+        // Kept for finish(): the host still runs the jobs this batch queued, and must then get
+        // this error, not a success.
+        failure = [e];
         return fail(e);
       }
     }

@@ -4,9 +4,8 @@
 import { Worker } from 'node:worker_threads'
 import { err, ok, type Result } from '../core/result.js'
 import type { Disposable } from '../core/scope.js'
-import { INPUT_EVENT, INPUT_MESSAGE, INPUT_TIMER } from './guest.js'
 import { DEFAULT_HEARTBEAT_MS, heartbeatMs, type ResolvedSpec, resolveSpec } from './limits.js'
-import { KIND_EVENT, KIND_MESSAGE, KIND_TIMER, type Reply, type Request, type WorkerMessage, type WorkerOptions } from './protocol.js'
+import { encodeBatch, type Reply, type Request, type WorkerMessage, type WorkerOptions } from './protocol.js'
 import type { QuickJSVariantName } from './quickjs.js'
 import type { DisposeReport, InvokeResult, LoadError, RuleInput, RuleSpec, SandboxStats } from './types.js'
 
@@ -37,6 +36,7 @@ interface Pending {
 
 /** Ready within this long or the worker is replaced (it is normally ready in tens of ms). */
 const READY_TIMEOUT_MS = 30_000
+const RESPAWN_PAUSE_MS = 1000
 
 function crashed(message: string): InvokeResult {
   return { ok: false, error: { code: 'crashed', message } }
@@ -71,6 +71,7 @@ export class SandboxHost implements Disposable {
   #largestTimeMs = 0
   #disposed = false
   #watchdog: NodeJS.Timeout | undefined
+  #respawn: NodeJS.Timeout | undefined
   #onReady: { resolve: () => void; reject: (e: Error) => void } | undefined
   #modulesRecycled = 0
   #disposeFailures = 0
@@ -176,6 +177,7 @@ export class SandboxHost implements Disposable {
     if (this.#disposed) return { disposeErrors: [], leaks: [] }
     this.#disposed = true
     if (this.#watchdog !== undefined) clearInterval(this.#watchdog)
+    if (this.#respawn !== undefined) clearTimeout(this.#respawn)
     let report: DisposeReport = { disposeErrors: [], leaks: [] }
     if (this.#worker !== undefined && this.#ready) {
       const closing = this.#request({ t: 'close', id: this.#nextId++ })
@@ -282,7 +284,8 @@ export class SandboxHost implements Disposable {
       this.#onReady = undefined
       return
     }
-    this.#restart()
+    // A worker that dies before it is even ready would die again at once: pause before the next.
+    this.#restart(this.#ready ? 0 : RESPAWN_PAUSE_MS)
   }
 
   #check(): void {
@@ -302,7 +305,7 @@ export class SandboxHost implements Disposable {
    * a reload after an earlier restart, its rule is dropped, so a rule that hangs at load time
    * cannot restart the worker forever.
    */
-  #restart(): void {
+  #restart(pauseMs = 0): void {
     this.#workerRestarts++
     const running = Atomics.load(this.#running, 0)
     void this.#stop()
@@ -332,7 +335,13 @@ export class SandboxHost implements Disposable {
     for (const rules of this.#specs.values()) for (const spec of rules.values()) this.#reload(spec)
     for (const r of retry) this.#outbox.push(r)
     for (const r of queued) this.#outbox.push(r)
-    this.#spawn()
+    if (pauseMs === 0) this.#spawn()
+    else {
+      this.#respawn = setTimeout(() => {
+        this.#respawn = undefined
+        if (!this.#disposed) this.#spawn()
+      }, pauseMs)
+    }
   }
 
   #reload(spec: ResolvedSpec): void {
@@ -387,23 +396,4 @@ export class SandboxHost implements Disposable {
   #assertLive(): void {
     if (this.#disposed) throw new Error('the sandbox host is disposed')
   }
-}
-
-/** The guest's batch JSON (guest.ts) and the kinds of input in it. Throws on an event JSON cannot carry. */
-function encodeBatch(now: number, inputs: readonly RuleInput[]): { batch: string; kinds: number } {
-  let kinds = 0
-  const tuples: unknown[] = []
-  for (const input of inputs) {
-    if (input.kind === 'message') {
-      kinds |= KIND_MESSAGE
-      tuples.push([INPUT_MESSAGE, input.topic, input.payload])
-    } else if (input.kind === 'timer') {
-      kinds |= KIND_TIMER
-      tuples.push([INPUT_TIMER, input.at])
-    } else {
-      kinds |= KIND_EVENT
-      tuples.push([INPUT_EVENT, input.event ?? null])
-    }
-  }
-  return { batch: JSON.stringify({ n: now, i: tuples }), kinds }
 }

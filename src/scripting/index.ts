@@ -1,3 +1,4 @@
+export { MODULES_WITH_TRAP_HANDLER, wasmTrapHandlerDisabled } from './address-space.js'
 export { SandboxHost, type SandboxHostOptions } from './host.js'
 export {
   DEFAULT_MAX_PUBLISHES,

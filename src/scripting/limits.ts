@@ -24,6 +24,7 @@ export const MAX_STACK_BYTES = 256 * 1024
 export const TICKS_PER_MS = 20
 /** Budget for a module's top-level code, and for describing an error after a call. */
 export const INIT_MIN_MS = 100
+export const PRELUDE_BUDGET_MS = 250
 export const DESCRIBE_MS = 20
 
 export const KV_MAX_KEY_BYTES = 256

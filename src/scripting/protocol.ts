@@ -2,9 +2,10 @@
 // everything the host queued in one tick goes in one postMessage, and the worker answers in
 // arrays too (a round trip per invocation would cost more than the invocation).
 
+import { INPUT_EVENT, INPUT_MESSAGE, INPUT_TIMER } from './guest.js'
 import type { ResolvedSpec } from './limits.js'
 import type { QuickJSVariantName } from './quickjs.js'
-import type { DisposeReport, InvokeResult, LoadError } from './types.js'
+import type { DisposeReport, InvokeResult, LoadError, RuleInput } from './types.js'
 
 export interface WorkerOptions {
   readonly variant: QuickJSVariantName
@@ -63,3 +64,22 @@ export type WorkerMessage =
       /** Rule sandboxes whose dispose failed since the previous message. */
       readonly disposeFailures: number
     }
+
+/** The guest's batch JSON (guest.ts) and the kinds of input in it. Throws on an event JSON cannot carry. */
+export function encodeBatch(now: number, inputs: readonly RuleInput[]): { batch: string; kinds: number } {
+  let kinds = 0
+  const tuples: unknown[] = []
+  for (const input of inputs) {
+    if (input.kind === 'message') {
+      kinds |= KIND_MESSAGE
+      tuples.push([INPUT_MESSAGE, input.topic, input.payload])
+    } else if (input.kind === 'timer') {
+      kinds |= KIND_TIMER
+      tuples.push([INPUT_TIMER, input.at])
+    } else {
+      kinds |= KIND_EVENT
+      tuples.push([INPUT_EVENT, input.event ?? null])
+    }
+  }
+  return { batch: JSON.stringify({ n: now, i: tuples }), kinds }
+}

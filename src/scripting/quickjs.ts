@@ -72,6 +72,11 @@ export interface AccountModule {
   readonly capBytes: number
   /** LeakSanitizer over the whole module (debug variant); always false on release. */
   leaked(): boolean
+  /**
+   * How much slower than release this build runs QuickJS: the host's budget for its own bootstrap
+   * code scales with it (rules' budgets do not).
+   */
+  readonly slowdown: number
 }
 
 /**
@@ -102,7 +107,7 @@ export class QuickJSFactory {
     const qjs = await newQuickJSWASMModuleFromVariant(newVariant(base, { wasmMemory: memory, wasmModule: module, emscriptenModule }))
     const ffi = qjs.getFFI()
     const debug = this.variant === 'debug'
-    return { qjs, memory, capBytes: cap * 1024 * 1024, leaked: () => debug && ffi.QTS_RecoverableLeakCheck() !== 0 }
+    return { qjs, memory, capBytes: cap * 1024 * 1024, leaked: () => debug && ffi.QTS_RecoverableLeakCheck() !== 0, slowdown: debug ? 20 : 1 }
   }
 
   #compile(): Promise<{ base: QuickJSSyncVariant; module: WasmModule }> {

@@ -12,10 +12,11 @@ import {
   MAX_LOG_CHARS,
   MAX_LOGS,
   MAX_STACK_BYTES,
+  PRELUDE_BUDGET_MS,
   type ResolvedSpec,
   TICKS_PER_MS,
 } from './limits.js'
-import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSWASMModule } from './quickjs.js'
+import type { AccountModule, QuickJSContext, QuickJSHandle, QuickJSRuntime } from './quickjs.js'
 
 /**
  * The per-call budget read by the runtime's one interrupt handler. A handler left armed would
@@ -86,7 +87,8 @@ export class RuleSandbox {
    * Compiles and initializes a rule. A `module` poison in the failure means the attempt may have
    * damaged the account module (out of memory, host exception): the caller rebuilds it.
    */
-  static create(qjs: QuickJSWASMModule, spec: ResolvedSpec, init: SandboxInit, softLimitBytes: number): Result<RuleSandbox, LoadFailure> {
+  static create(module: AccountModule, spec: ResolvedSpec, init: SandboxInit): Result<RuleSandbox, LoadFailure> {
+    const qjs = module.qjs
     const file = `${spec.name}.js`
     const budget = new Budget()
     let rt: QuickJSRuntime | undefined
@@ -111,11 +113,13 @@ export class RuleSandbox {
       rt.setMaxStackSize(MAX_STACK_BYTES)
       // A soft guard only: in this build it caps single allocations and the count of live ones,
       // not bytes (notes §4). The module's fixed-maximum memory is the real cap.
-      rt.setMemoryLimit(softLimitBytes)
+      rt.setMemoryLimit(Math.floor(module.capBytes / 4))
       rt.setInterruptHandler(budget.interrupt)
       rt.setModuleLoader((name) => ({ error: new Error(`rules cannot import modules (import of '${name}')`) }))
       ctx = rt.newContext()
-      budget.arm(initBudgetMs(spec.limits.timeMs))
+      // The bootstrap is our code with a fixed cost (~1 ms; far more on the debug build): it gets
+      // its own budget, so it does not eat the rule's.
+      budget.arm(PRELUDE_BUDGET_MS * module.slowdown)
       const c = ctx
 
       const prelude = c.evalCode(PRELUDE, PRELUDE_FILE)
@@ -151,6 +155,7 @@ export class RuleSandbox {
       }
       temps.push(install.value)
 
+      budget.arm(initBudgetMs(spec.limits.timeMs))
       const evaluated = c.evalCode(spec.source, file, { type: 'module' })
       if (evaluated.error) {
         temps.push(evaluated.error)
@@ -231,12 +236,24 @@ export class RuleSandbox {
         const poison: Poison = this.#rt.hasPendingJob() ? 'rule' : 'none'
         return err(failure('timeout', timeoutText('the rule', this.spec, budgetMs), poison))
       }
-      if (!out.ok) return out
+      if (!out.ok) return err(this.#settleJobs(out.error))
       if (out.value === '') return err(failure('runtime', 'an async handler never settled'))
       return out
     } finally {
       budget.disarm()
     }
+  }
+
+  /**
+   * After a failed call, jobs it queued must not run during the next one (their publishes would
+   * land in the next batch): run them now, into the failed batch's discarded effects, or start
+   * the rule over if they do not finish.
+   */
+  #settleJobs(f: Failure): Failure {
+    if (f.poison !== 'none' || !this.#rt.hasPendingJob()) return f
+    const jobs = this.#rt.executePendingJobs()
+    if (jobs.error) jobs.error.dispose()
+    return this.#budget.tripped || this.#rt.hasPendingJob() ? { ...f, poison: 'rule' } : f
   }
 
   #call(fn: QuickJSHandle, arg: string | undefined): Result<string, Failure> {

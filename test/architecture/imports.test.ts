@@ -61,8 +61,9 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   ws: { file: 'mqtt/transport/listeners.ts' },
   'better-sqlite3': { file: 'db/database.ts' },
   jose: { file: 'auth/jwt.ts' },
-  'quickjs-emscripten-core': { dir: 'scripting/' },
-  '@jitl/quickjs-wasmfile-release-sync': { dir: 'scripting/' },
+  'quickjs-emscripten-core': { file: 'scripting/quickjs.ts' },
+  '@jitl/quickjs-wasmfile-release-sync': { file: 'scripting/quickjs.ts' },
+  '@jitl/quickjs-wasmfile-debug-sync': { file: 'scripting/quickjs.ts' },
   serialport: { dir: 'bridges/' },
   onoff: { dir: 'bridges/' },
   mysql2: { dir: 'sync/' },
@@ -329,7 +330,7 @@ t.test('self-test: the checker lets allowed edges through', async (t) => {
   ok('core/clock.ts', 'node:fs')
   ok('db/database.ts', 'better-sqlite3')
   ok('persistence/sqlite-store.ts', '../db/index.js')
-  ok('scripting/sandbox.ts', '@jitl/quickjs-wasmfile-release-sync')
+  ok('scripting/quickjs.ts', '@jitl/quickjs-wasmfile-release-sync')
 })
 
 t.test('self-test: the parser finds every import form, export default and any', async (t) => {
