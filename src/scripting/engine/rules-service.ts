@@ -4,6 +4,7 @@ import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
 import type { Broker } from '../../mqtt/broker/broker.js'
 import { LOCAL_CLIENT_PREFIX } from '../../mqtt/broker/local-client.js'
+import { MODULES_WITH_TRAP_HANDLER, wasmTrapHandlerDisabled } from '../address-space.js'
 import { SandboxHost } from '../host.js'
 import { RuleControl } from './control.js'
 import { type EngineSettings, RuleEngine } from './engine.js'
@@ -59,6 +60,11 @@ export class RulesService implements Disposable {
   static async start(broker: Broker, clock: Clock, logger: Logger, settings: RulesSettings): Promise<RulesService> {
     const opened = RuleStore.open(settings.dataDir, clock)
     if (!opened.ok) throw new ConfigError(`rules: ${opened.error.message}`)
+    if (!wasmTrapHandlerDisabled() && (process.arch === 'arm64' || process.arch === 'arm')) {
+      logger.warn('rules.address-space', {
+        hint: `node runs without --disable-wasm-trap-handler: on a board with a 39-bit address space only about ${MODULES_WITH_TRAP_HANDLER} accounts can run rules (bin/perch.js passes the flag)`,
+      })
+    }
     const service = new RulesService(opened.value, broker, clock, logger, settings)
     service.store.changed()
     await service.#sync()
