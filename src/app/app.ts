@@ -111,26 +111,25 @@ export class App {
     }
     const connections = new ConnectionSet(services)
     const listeners: RunningListener[] = []
-    try {
-      for (const spec of specs) listeners.push(await listen(spec, connections))
-    } catch (e) {
-      await Promise.all(listeners.map((l) => l.close()))
-      accounts?.dispose()
-      broker.dispose()
-      deadlines.dispose()
-      store.close()
-      throw new ConfigError(`cannot listen: ${describeError(e)}`)
-    }
-    let rules: RulesService | undefined
-    try {
-      rules = config.rules.enabled ? await startRules(config, broker, clock, logger) : undefined
-    } catch (e) {
+    // What started so far is stopped again when a later part fails.
+    const abort = async (e: unknown): Promise<never> => {
       await Promise.all(listeners.map((l) => l.close()))
       accounts?.dispose()
       broker.dispose()
       deadlines.dispose()
       store.close()
       throw e
+    }
+    try {
+      for (const spec of specs) listeners.push(await listen(spec, connections))
+    } catch (e) {
+      await abort(new ConfigError(`cannot listen: ${describeError(e)}`))
+    }
+    let rules: RulesService | undefined
+    try {
+      rules = config.rules.enabled ? await startRules(config, broker, clock, logger) : undefined
+    } catch (e) {
+      await abort(e)
     }
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
     sys?.start()

@@ -1,4 +1,3 @@
-import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from '../core/clock.js'
 import { err, ok, type Result } from '../core/result.js'
@@ -75,14 +74,9 @@ export class AccountStore implements Disposable {
   }
 
   static open(dataDir: string, clock: Clock): Result<AccountStore, DbError> {
+    // Password verifiers: readable by perch's user alone.
     const file = join(dataDir, ACCOUNTS_FILE)
-    // Password verifiers: readable by perch's user alone (SQLite gives its -wal and -shm the same mode).
-    try {
-      closeSync(openSync(file, 'wx', 0o600))
-    } catch {
-      // it exists already, or the directory is unusable, which the open below reports
-    }
-    const db = openDatabase(file, { synchronous: 'full', migrations: ACCOUNT_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000 })
+    const db = openDatabase(file, { synchronous: 'full', migrations: ACCOUNT_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
     return db.ok ? ok(new AccountStore(db.value, clock)) : db
   }
 

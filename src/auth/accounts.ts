@@ -8,7 +8,7 @@ import type { Disposable } from '../core/scope.js'
 import { DbError } from '../db/index.js'
 import type { Broker } from '../mqtt/broker/broker.js'
 import type { ClientInfo } from '../mqtt/broker/hooks.js'
-import { LOCAL_CLIENT_PREFIX, type LocalClient } from '../mqtt/broker/local-client.js'
+import { LOCAL_CLIENT_PREFIX, type LocalClient, systemClient } from '../mqtt/broker/local-client.js'
 import { RC } from '../mqtt/protocol/reason-codes.js'
 import { AccountEvents } from './account-events.js'
 import { AccountHooks } from './account-hooks.js'
@@ -89,16 +89,7 @@ export class AccountService implements Disposable {
   /** Starts serving grant requests and events on `broker`, and watching for outside changes. */
   attach(broker: Broker): void {
     this.#broker = broker
-    const system: ClientInfo = {
-      clientId: `${LOCAL_CLIENT_PREFIX}acl`,
-      username: undefined,
-      account: undefined,
-      admin: true,
-      remoteAddress: '',
-      protocolVersion: 5,
-      listener: 'internal',
-    }
-    const local: LocalClient = broker.openLocal(system)
+    const local: LocalClient = broker.openLocal(systemClient('acl'))
     this.#parts.push(local)
     this.#parts.push(new GrantRequests(broker, local, this.store, this.#settings.limits, () => this.reload('grant request')))
     this.#parts.push(new AccountEvents(broker.events, local, this.#clock))

@@ -28,6 +28,8 @@ export interface OpenOptions {
    * (the CLI) write while perch runs: they then see each other's commits.
    */
   readonly exclusive?: boolean
+  /** Create a missing file with this mode (its -wal and -shm get the same): 0o600 for secrets. */
+  readonly createMode?: number
 }
 
 /**
@@ -151,6 +153,13 @@ export class Database implements Disposable {
  * an integrity check, then the schema migrations. Every failure names the file.
  */
 export function openDatabase(file: string, options: OpenOptions): Result<Database, DbError> {
+  if (options.createMode !== undefined) {
+    try {
+      closeSync(openSync(file, 'wx', options.createMode))
+    } catch {
+      // it exists already, or the directory is unusable, which the open below reports
+    }
+  }
   const unreadable = checkAccess(file)
   if (unreadable !== undefined) return err(unreadable)
   let raw: BetterSqlite3.Database | undefined

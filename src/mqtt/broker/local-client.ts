@@ -11,6 +11,11 @@ export const LOCAL_CLIENT_PREFIX = '$perch/'
 /** Messages an in-process client holds before it counts as a slow consumer and drops. */
 const MAX_PENDING = 10_000
 
+/** The identity of one of perch's own in-process clients: admin rights, no account. */
+export function systemClient(name: string): ClientInfo {
+  return { clientId: `${LOCAL_CLIENT_PREFIX}${name}`, username: undefined, account: undefined, admin: true, remoteAddress: '', protocolVersion: 5, listener: 'internal' }
+}
+
 export type LocalHandler = (message: Message) => void
 
 interface FilterEntry {

@@ -1,4 +1,3 @@
-import { closeSync, openSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Clock } from '../../core/clock.js'
 import { ok, type Result } from '../../core/result.js'
@@ -85,14 +84,9 @@ export class RuleStore implements Disposable {
   }
 
   static open(dataDir: string, clock: Clock): Result<RuleStore, DbError> {
+    // Rule sources and KV values are the accounts' data: readable by perch's user alone.
     const file = join(dataDir, RULES_FILE)
-    try {
-      // Rule sources and KV values are the accounts' data: readable by perch's user alone.
-      closeSync(openSync(file, 'wx', 0o600))
-    } catch {
-      // it exists already, or the directory is unusable, which the open below reports
-    }
-    const db = openDatabase(file, { synchronous: 'full', migrations: MIGRATIONS, exclusive: false, busyTimeoutMs: 5000 })
+    const db = openDatabase(file, { synchronous: 'full', migrations: MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
     return db.ok ? ok(new RuleStore(db.value, clock)) : db
   }
 

@@ -3,7 +3,7 @@ import { ConfigError } from '../../core/errors.js'
 import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
 import type { Broker } from '../../mqtt/broker/broker.js'
-import { LOCAL_CLIENT_PREFIX } from '../../mqtt/broker/local-client.js'
+import { systemClient } from '../../mqtt/broker/local-client.js'
 import { MODULES_WITH_TRAP_HANDLER, wasmTrapHandlerDisabled } from '../address-space.js'
 import { SandboxHost } from '../host.js'
 import { RuleControl } from './control.js'
@@ -45,15 +45,7 @@ export class RulesService implements Disposable {
       return this.#host
     }
     this.engine = new RuleEngine(broker, host, store, clock, logger, settings)
-    const control = broker.openLocal({
-      clientId: `${LOCAL_CLIENT_PREFIX}rules-control`,
-      username: undefined,
-      account: undefined,
-      admin: true,
-      remoteAddress: '',
-      protocolVersion: 5,
-      listener: 'internal',
-    })
+    const control = broker.openLocal(systemClient('rules-control'))
     this.#control = new RuleControl(this.engine, store, control, settings.rulesDir, logger, () => clock.now())
   }
 
