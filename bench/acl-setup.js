@@ -1,7 +1,10 @@
 // Accounts for the `perch-acl` benchmark variant, written into DATA_DIR/accounts.db
-// before perch starts (perch adds its own `admin` only to an empty store).
+// before perch starts (perch adds its own `admin` only to an empty store), and the
+// rules scenario's rule.
 // Usage: node bench/acl-setup.js DIST_DIR DATA_DIR < spec.json
-// spec: { password, verifier?, accounts: [id], grants: [{ owner, grantee, filter, publish, subscribe }] }
+// spec: { password, verifier?, accounts: [id], grants: [{ owner, grantee, filter, publish, subscribe }],
+//         rules?: [{ account, name, source, manifest }] } (rules go into DATA_DIR/rules.db, which
+//         perch loads at start; manifest is the JSON text src/scripting/engine/manifest.ts reads)
 // Prints { verifier, ms } as JSON: the caller passes the verifier back next time,
 // so the deliberately slow scrypt runs once per harness run, not once per broker.
 import { readFileSync } from 'node:fs'
@@ -35,5 +38,15 @@ try {
   }
 } finally {
   store.dispose()
+}
+if (spec.rules?.length) {
+  const { RuleStore } = await load('scripting/engine/rule-store.js')
+  const rules = RuleStore.open(dataDir, systemClock())
+  if (!rules.ok) throw new Error(`cannot open rules.db in ${dataDir}: ${rules.error.message ?? rules.error}`)
+  try {
+    for (const r of spec.rules) rules.value.put(r.account, r.name, r.source, r.manifest, 'cli')
+  } finally {
+    rules.value.dispose()
+  }
 }
 console.log(JSON.stringify({ verifier, ms: performance.now() - t0 }))

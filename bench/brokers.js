@@ -94,7 +94,7 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
     // the conns scenario's 20,000 clients (the default limit is 10,000).
     const conf = path.join(dir, 'perch.json')
     writeFileSync(conf, JSON.stringify(perchConf(name)))
-    args = [PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir]
+    args = [...perchNodeFlags(), PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir]
     // perch: open mode. perch-acl: accounts mode, with the accounts setupAccounts wrote into `dir`.
     if (name === 'perch') args.push('--allow-anonymous')
   } else {
@@ -119,6 +119,18 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
     b.exited ??= `exited (${signal || `code ${code}`})`
   })
   return b
+}
+
+// The node options on the launcher's `#!/usr/bin/env -S node ...` line: perch runs
+// as its launcher would run it (today --disable-wasm-trap-handler, which changes
+// the speed of the rule sandboxes), though the harness starts it with node itself.
+export function perchNodeFlags() {
+  let first = ''
+  try {
+    first = readFileSync(PERCH_BIN, 'utf8').split('\n', 1)[0]
+  } catch {}
+  const m = /^#!.*\bnode((?:\s+-\S+)*)\s*$/.exec(first)
+  return m ? m[1].trim().split(/\s+/).filter(Boolean) : []
 }
 
 // perch's --config: perch-acl differs only in auth.mode (accounts, perch's default).

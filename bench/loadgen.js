@@ -100,6 +100,47 @@ async function expectDenied(port, clientId, login, filter) {
   }
 }
 
+// The rules scenario: a client of the rule's account that asks perch for its
+// rules on `list` (`/A/scripts/list`, answered on `<list>/result`). ask()
+// resolves with the entry of rule `name` ({ running, suspended, counters,
+// lastError }), or null when perch has no such rule stored.
+async function ruleWatcher(port, clientId, login, list, name) {
+  const c = await open(port, clientId, { login, sub: `${list}/result` })
+  c.sock.on('error', () => {})
+  let answered = () => {}
+  c.onPacket = (buf, i, len) => {
+    if (buf[i] >> 4 === m.PUBLISH) answered(buf.toString('utf8', m.payloadOffset(buf, i), i + len))
+  }
+  const ask = () =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no answer on ${list}/result within 5 s (are rules enabled in perch?)`)), 5000)
+      answered = (text) => {
+        clearTimeout(t)
+        answered = () => {}
+        const a = JSON.parse(text)
+        if (!a.ok) return reject(new Error(`${list} answered ${text}`))
+        resolve(a.rules.find((r) => r.name === name) ?? null)
+      }
+      c.sock.write(m.publish(list, Buffer.alloc(0)))
+    })
+  return { ask, close: () => c.sock.destroy() }
+}
+
+// Resolves once rule `name` runs (perch installs stored rules just after it
+// starts listening); throws with the reason when it does not within 10 s.
+async function awaitRule(watcher, name) {
+  const deadline = performance.now() + 10000
+  for (;;) {
+    const r = await watcher.ask()
+    if (r?.running && !r.suspended) return
+    if (performance.now() > deadline) {
+      if (!r) throw new Error(`rule ${name} is not stored in rules.db (scripts/list does not list it)`)
+      throw new Error(`rule ${name} is stored but not ${r.running ? 'running (suspended)' : 'running'}: it did not load${r.lastError ? ` (last error: ${r.lastError})` : '; see rule.not-loaded in the broker log'}`)
+    }
+    await new Promise((res) => setTimeout(res, 100))
+  }
+}
+
 function onLost(sock, st, who) {
   sock.on('error', () => {})
   sock.on('close', () => {
@@ -145,7 +186,8 @@ async function throughput(job) {
     c.onPacket = (buf, i) => {
       if (buf[i] >> 4 !== m.PUBLISH) return
       st.recv++
-      if (windowed) {
+      if (windowed && job.topicIndex) recvBy[m.topicIndex(buf, i)]++
+      else if (windowed) {
         const off = m.payloadOffset(buf, i)
         recvBy[(buf[off + 8] << 8) | buf[off + 9]]++
       }
@@ -179,9 +221,14 @@ async function throughput(job) {
 
   const pubClients = await Promise.all(pubs.map((_, i) => open(port, `${tag}-p${i}`, { clean, login: login(job.pubUsers, i) })))
   if (job.denied) await expectDenied(port, `${tag}-denied`, login(job.subUsers, 0), job.denied)
+  // Rules: the rule must run before the load starts, or the run fails here.
+  const rule = job.rule ? await ruleWatcher(port, `${tag}-rules`, login(job.subUsers, 0), job.rule.list, job.rule.name) : null
+  if (rule) await awaitRule(rule, job.rule.name)
   for (const c of pubClients) onLost(c.sock, st, 'publisher')
   const pubSocks = pubClients.map((c) => c.sock)
-  const payload = Buffer.alloc(PAYLOAD, 0x61)
+  // job.payload (the rules scenario's JSON) replaces the 64 bytes; the
+  // publisher's index then comes back in the topic (job.topicIndex).
+  const payload = job.payload !== undefined ? Buffer.from(job.payload) : Buffer.alloc(PAYLOAD, 0x61)
   const start = performance.now()
 
   if (latency) {
@@ -235,7 +282,7 @@ async function throughput(job) {
     const movedAt = new Float64Array(n).fill(performance.now())
     const batches = pubs.map((t, p) => {
       const one = m.publish(t, payload)
-      one.writeUInt16BE(p, m.payloadOffset(one, 0) + 8)
+      if (!job.topicIndex) one.writeUInt16BE(p, m.payloadOffset(one, 0) + 8)
       return Buffer.concat(new Array(BATCH).fill(one))
     })
     const ahead = (p) => {
@@ -325,6 +372,10 @@ async function throughput(job) {
   }
 
   await new Promise((r) => setTimeout(r, warmupMs))
+  if (rule && st.recv === 0) {
+    const r = await rule.ask()
+    throw new Error(`the subscriber received nothing from rule ${job.rule.name} during the ${warmupMs} ms warm-up, though scripts/list says it runs (counters ${JSON.stringify(r?.counters)}, last error ${r?.lastError ?? 'none'})`)
+  }
   const r0 = st.recv
   const s0 = st.sent
   const l0 = st.lostNow()
@@ -345,6 +396,11 @@ async function throughput(job) {
     const s = lat.subarray(0, nLat).sort()
     const q = (x) => (nLat ? s[Math.min(nLat - 1, Math.ceil(x * nLat) - 1)] : null)
     Object.assign(result, { samples: nLat, p50: q(0.5), p99: q(0.99), p999: q(0.999) })
+  }
+  if (rule) {
+    // Counters since the rule started (warm-up included): dropped and errors should be 0.
+    result.rule = (await rule.ask())?.counters
+    rule.close()
   }
   for (const c of [...subClients, ...pubClients]) c.sock.destroy()
   process.send(result, () => process.exit(0))

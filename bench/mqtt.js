@@ -77,6 +77,20 @@ export function payloadOffset(buf, i) {
   return j + 2 + topicLen + ((buf[i] & 0x06) !== 0 ? 2 : 0)
 }
 
+// The number in the last level of a PUBLISH's topic (`.../7` -> 7), for
+// messages whose payload cannot carry the publisher's index (a rule's output).
+export function topicIndex(buf, i) {
+  let j = i + 1
+  while (buf[j] & 0x80) j++
+  j++
+  const end = j + 2 + ((buf[j] << 8) | buf[j + 1])
+  let k = end
+  while (k > j + 2 && buf[k - 1] >= 0x30 && buf[k - 1] <= 0x39) k--
+  let n = 0
+  for (; k < end; k++) n = n * 10 + buf[k] - 0x30
+  return n
+}
+
 // Stream splitter: calls onPacket(buf, start, length) for each whole packet.
 // Only a packet that straddles two chunks is copied (into a small carry
 // buffer), so the common case allocates nothing.

@@ -8,10 +8,11 @@ import path from 'node:path'
 import * as br from './brokers.js'
 
 const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,perch-acl,mosquitto,aedes] [--out FILE]
-scenarios: fanin fanout pairs pairs-qos1 latency conns idle (default: all)
+scenarios: fanin fanout pairs pairs-qos1 latency conns idle rules (default: all)
 --reps N      repetitions per broker, interleaved (default 3, at least 1)
 --brokers     comma-separated subset (default perch,perch-acl,mosquitto,aedes);
-              perch runs in open mode, perch-acl in accounts mode with ACLs
+              perch runs in open mode, perch-acl in accounts mode with ACLs;
+              rules runs on perch-acl only (the others have no rules)
 --out FILE    also prepend the report to FILE (e.g. bench/RESULTS.md), keeping history`
 
 const WARMUP_MS = 1000
@@ -55,6 +56,18 @@ const aclFanout = () => ({
   accounts: ['pub', ...range(50, (i) => `s${i}`)],
   grants: range(50, (i) => subGrant('pub', `s${i}`, '/pub/fanout')),
 })
+
+// The rules scenario's rule (issue 5): account A's c2f turns /A/in/<i> into /A/out/<i>.
+const RULE = {
+  account: 'A',
+  name: 'c2f',
+  source: "export function onMessage(m) { const v = JSON.parse(m.payload); publish('out/' + m.topic.slice(m.topic.lastIndexOf('/') + 1), JSON.stringify({ f: v.c * 9 / 5 + 32 })) }",
+  manifest: JSON.stringify({ name: 'c2f', triggers: { topics: ['in/+'] }, limits: {}, inbox: 10000, batch: 100 }),
+}
+// 8 x 512 in flight: the rule's inbox (10,000, drop-oldest) holds them twice over, so
+// a window the load generator reopens after a 1 s stall (a starved broker) still fits
+// (8 x 1024 did not: a busy machine's stalls cost ~4,000 dropped inputs).
+const RULE_AHEAD = 512
 
 const SCENARIOS = {
   fanin: {
@@ -126,6 +139,25 @@ const SCENARIOS = {
     metrics: [
       ['rssMB', 'RSS idle (MB)', 'lower', fix(1)],
       ['startMs', 'exec to first CONNACK (ms)', 'lower', int],
+    ],
+  },
+  rules: {
+    shape: `8 publishers -> rule -> 1 subscriber, QoS 0: the publishers send {"c":21.5} to /A/in/<i>, rule ${RULE.name} of account A (triggers in/+, inbox 10000, batch 100) publishes {"f":70.7} to /A/out/<i> for each, the subscriber reads /A/out/+`,
+    how: `each publisher at most ${RULE_AHEAD} messages ahead of the subscriber, 8 x ${RULE_AHEAD} in all, under half the rule's inbox of 10,000 (drop-oldest), so none is dropped, even when a stalled window is reopened (the rule's dropped counter is in the notes); before the load the run asks /A/scripts/list until the rule runs (10 s at most), and fails if it does not or if the subscriber receives nothing in the warm-up`,
+    // Only perch has rules, and only in accounts mode (a rule belongs to an account).
+    only: 'perch-acl',
+    skip: 'the rules scenario runs on perch accounts only: Mosquitto and Aedes have no rules, and a rule belongs to an account',
+    job: { subs: ['/A/out/+'], pubs: range(8, (i) => `/A/in/${i}`), qos: 0, maxAhead: RULE_AHEAD, payload: '{"c":21.5}', topicIndex: true, rule: { list: '/A/scripts/list', name: RULE.name } },
+    acl: {
+      shape: `every client logs in as account A (one account, no grants); the rule is stored in TMPDIR/rules.db by bench/acl-setup.js with perch's own RuleStore before perch starts, and perch loads it at start; instead of a refused filter, the run checks that the rule runs`,
+      job: { subUsers: ['A'], pubUsers: range(8, () => 'A') },
+      accounts: ['A'],
+      grants: [],
+      rules: [RULE],
+    },
+    metrics: [
+      rate('recvPerSec', 'rule outputs/s (publish -> rule -> publish)'),
+      ['cpuPerK', 'broker CPU-s per 1000 rule inputs', 'lower', (v) => v.toPrecision(3)],
     ],
   },
 }
@@ -224,8 +256,16 @@ async function runThroughput(b, sc) {
     const otherCpu = Math.max(0, (br.machineBusySeconds() - all0) / secs - brokerCpu - r.cpu)
     const values = { recvPerSec: r.recvPerSec }
     if (sc.job.latency) Object.assign(values, { p50: r.p50, p99: r.p99, p999: r.p999 })
+    // One input per output: broker CPU-seconds per second / outputs per second.
+    if (sc.job.rule) values.cpuPerK = (brokerCpu * 1000) / r.recvPerSec
     // A slow (descheduled) broker stalls windows too: late messages still count.
-    const note = r.stalls ? `${r.stalls} window stall(s) of 1 s, ${r.lost} messages still missing at the end` : null
+    const notes = []
+    if (r.stalls) notes.push(`${r.stalls} window stall(s) of 1 s, ${r.lost} messages still missing at the end`)
+    if (sc.job.rule) {
+      const c = r.rule
+      notes.push(c ? `rule counters over the whole run: ${c.inputs} inputs in ${c.invocations} sandbox calls (${(c.inputs / c.invocations).toFixed(1)} per call), ${c.dropped} dropped, ${c.errors} errors, ${c.publishesDenied} publishes denied` : 'no rule counters at the end')
+    }
+    const note = notes.length ? notes.join('; ') : null
     return { values, cpu: r.cpu, brokerCpu, otherCpu, note }
   } finally {
     killGenerators([gen])
@@ -270,7 +310,7 @@ async function runOne(name, scName, ctx) {
   const nofile = scName === 'conns' ? ctx.fdLimit : 0
   if (name === 'perch-acl') {
     try {
-      const r = await br.setupAccounts(dir, { accounts: sc.acl.accounts, grants: sc.acl.grants }, ctx.verifier)
+      const r = await br.setupAccounts(dir, { accounts: sc.acl.accounts, grants: sc.acl.grants, rules: sc.acl.rules }, ctx.verifier)
       ctx.verifier = r.verifier
     } catch (err) {
       rmSync(dir, { recursive: true, force: true })
@@ -296,6 +336,8 @@ async function runOne(name, scName, ctx) {
     return r
   } catch (err) {
     if (b.exited && !err.startup) err.message += ` (${name} ${b.exited}: ${br.logTail(b)})`
+    // Why a rule did not load (rule.not-loaded, rule.invalid) is in perch's log.
+    else if (sc.job?.rule && br.logTail(b)) err.message += ` (${name} log: ${br.logTail(b)})`
     throw err
   } finally {
     await br.stopBroker(b)
@@ -390,7 +432,7 @@ function report(opts, ctx, results) {
     `- command: \`${ctx.command}\``,
     `- machine: ${machine()}`,
     `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${!bs.some(isPerch) ? 'not run' : `package ${ctx.perchVersion}${bs.filter((b) => isPerch(b) && ctx.down[b]).map((b) => `, ${LABEL[b]} not available (${ctx.down[b]})`).join('')}`}`,
-    `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads`,
+    `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads${opts.scenarios.includes('rules') ? ' (rules: the JSON in its description)' : ''}`,
     `- scenarios: ${scList}`,
     '',
     ...lines,
@@ -399,7 +441,7 @@ function report(opts, ctx, results) {
     '',
     'Notes:',
     '',
-    `- Mosquitto config: ${br.mosquittoConf('PORT').trim().split('\n').join('; ')}. Aedes: default options, in-memory persistence (bench/aedes-server.js). perch: \`node bin/perch.js start --config perch.json --host 127.0.0.1 --port PORT --data-dir TMPDIR --allow-anonymous\` (open mode), perch.json \`${JSON.stringify(br.perchConf('perch'))}\`.`,
+    `- Mosquitto config: ${br.mosquittoConf('PORT').trim().split('\n').join('; ')}. Aedes: default options, in-memory persistence (bench/aedes-server.js). perch: \`node ${[...br.perchNodeFlags(), ''].join(' ')}bin/perch.js start --config perch.json --host 127.0.0.1 --port PORT --data-dir TMPDIR --allow-anonymous\` (open mode), perch.json \`${JSON.stringify(br.perchConf('perch'))}\`.`,
   ]
   if (bs.includes('perch-acl')) {
     out.push(
@@ -409,6 +451,14 @@ function report(opts, ctx, results) {
       const sc = SCENARIOS[scName]
       out.push(`- perch accounts, ${scName}: ${sc.acl ? sc.acl.shape : sc.aclSkip}.`)
     }
+  }
+  if (opts.scenarios.includes('rules')) {
+    const micro = existsSync(path.join(br.ROOT, 'bench', 'rules-sandbox.js'))
+      ? ' The sandbox alone, without the broker and MQTT, is measured by the micro-benchmark `node bench/rules-sandbox.js` (rule invocations per second for batches of 1, 10 and 100 through the sandbox host).'
+      : ''
+    out.push(
+      `- rules: perch accounts only, so no Mosquitto or Aedes figure and no ratio in this row (they have no rules). Rule outputs/s = rule invocations per second end to end (one input, one output each); issue 5's first-step target is at least 50,000. Broker CPU-s per 1000 rule inputs = the broker process's CPU (all threads: the event loop and the sandbox worker) over the window / outputs per second x 1000, so it includes receiving each input and delivering each output over MQTT, not only the sandbox.${micro} perch runs with the node options of its launcher's #! line (\`${br.perchNodeFlags().join(' ') || 'none'}\`).`,
+    )
   }
   if (opts.scenarios.includes('conns')) {
     out.push(
@@ -474,6 +524,10 @@ async function main() {
         const tag = `[${scName} ${rep}/${opts.reps}] ${name}`
         if (name === 'perch-acl' && !SCENARIOS[scName].acl) {
           if (rep === 1) console.error(`${tag}: skipped: ${SCENARIOS[scName].aclSkip}`)
+          continue
+        }
+        if (SCENARIOS[scName].only && name !== SCENARIOS[scName].only) {
+          if (rep === 1) console.error(`${tag}: skipped: ${SCENARIOS[scName].skip}`)
           continue
         }
         try {
