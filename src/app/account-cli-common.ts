@@ -8,12 +8,15 @@ import { DbError } from '../db/index.js'
 import type { Io } from './cli.js'
 import { defaultConfig, loadConfigFile } from './config.js'
 
-export const STORE_OPTIONS = `Options:
+/** The options every command of a family takes. */
+export const DIR_OPTIONS = `Options:
   --data-dir DIR   state directory (default: dataDir of --config, else
                    $STATE_DIRECTORY, $PERCH_DATA_DIR or ./perch-data)
   --config FILE    JSON config file whose dataDir to use
   -h, --help       show this help
+`
 
+export const STORE_OPTIONS = `${DIR_OPTIONS}
 These commands work while perch runs: it applies changes within about a second
 (auth.reloadInterval), disconnecting the clients of disabled or removed accounts.
 `
@@ -30,6 +33,8 @@ export class UsageError extends Error {}
 export interface Context {
   readonly positionals: readonly string[]
   readonly values: Values
+  /** The data directory, created (0750) on first use. */
+  dataDir(): string
   /** Opens the store on first use; the runner closes it. */
   store(): AccountStore
 }
@@ -95,12 +100,17 @@ export async function runFamily(family: Family, args: readonly string[], io: Io)
     io.err(`${prefix} ${name}: expected ${expected} argument${max === 1 ? '' : 's'}, got ${positionals.length}\n\n${family.help}`)
     return 2
   }
+  let dir: string | undefined
   let opened: AccountStore | undefined
   const ctx: Context = {
     positionals,
     values,
+    dataDir() {
+      if (dir === undefined) dir = createdDir(dataDir(values, io.env))
+      return dir
+    },
     store() {
-      if (opened === undefined) opened = openStore(dataDir(values, io.env))
+      if (opened === undefined) opened = openStore(ctx.dataDir())
       return opened
     },
   }
@@ -135,12 +145,16 @@ function dataDir(values: Values, env: NodeJS.ProcessEnv): string {
   return loaded.dataDir
 }
 
-function openStore(dir: string): AccountStore {
+function createdDir(dir: string): string {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o750 })
   } catch (e) {
     throw new CliFailure(`cannot create data directory ${dir}: ${describeError(e)}`)
   }
+  return dir
+}
+
+function openStore(dir: string): AccountStore {
   const opened = AccountStore.open(dir, systemClock())
   if (!opened.ok) throw opened.error
   return opened.value

@@ -5,6 +5,7 @@ import { createLogger } from '../core/logger.js'
 import { accountCommand, grantCommand } from './account-cli.js'
 import type { App } from './app.js'
 import { defaultConfig, loadConfigFile, type PerchConfig, resolveConfig } from './config.js'
+import { ruleCommand } from './rule-cli.js'
 import { readVersion } from './version.js'
 
 export interface Io {
@@ -30,6 +31,7 @@ Commands:
   start                 run the broker (see perch start --help)
   account ...           add, list, passwd, disable, enable, rm accounts
   grant ...             add, rm, list grants of one account's topics to another
+  rule ...              push, list, rm, run, logs account rules
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
   help [command]        show help
@@ -81,6 +83,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return accountCommand(rest, io)
     case 'grant':
       return grantCommand(rest, io)
+    case 'rule':
+      return ruleCommand(rest, io)
     default:
       io.err(`perch: unknown command "${command}"\n\n${MAIN_HELP}`)
       return 2
