@@ -4,18 +4,20 @@ import { DbError } from './errors.js'
 /**
  * Brings the schema up to date: `user_version` counts the steps applied, each step runs in
  * its own transaction with the version bump, so a crash leaves the schema at a whole step.
+ * The version is read again inside each write transaction because another process (the CLI
+ * beside a running perch) may have applied the same step meanwhile.
  */
 export function runMigrations(db: Database, migrations: readonly string[]): number {
-  const current = db.pragma('user_version')
-  const version = typeof current === 'number' ? current : 0
-  if (version > migrations.length) {
-    throw new DbError('schema', db.file, `schema version ${version} was written by a newer perch; this one knows up to ${migrations.length}`)
-  }
-  for (let i = version; i < migrations.length; i++) {
+  let version = versionOf(db, migrations.length)
+  while (version < migrations.length) {
     db.exec('BEGIN IMMEDIATE')
     try {
-      db.exec(migrations[i] ?? '')
-      db.pragma(`user_version = ${i + 1}`)
+      version = versionOf(db, migrations.length)
+      if (version < migrations.length) {
+        db.exec(migrations[version] ?? '')
+        version++
+        db.pragma(`user_version = ${version}`)
+      }
       db.exec('COMMIT')
     } catch (e) {
       db.rollback()
@@ -23,4 +25,13 @@ export function runMigrations(db: Database, migrations: readonly string[]): numb
     }
   }
   return migrations.length
+}
+
+function versionOf(db: Database, known: number): number {
+  const current = db.pragma('user_version')
+  const version = typeof current === 'number' ? current : 0
+  if (version > known) {
+    throw new DbError('schema', db.file, `schema version ${version} was written by a newer perch; this one knows up to ${known}`)
+  }
+  return version
 }
