@@ -7,7 +7,7 @@ import { type Database, openDatabase, runMigrations } from '../../src/db/index.j
 const MIGRATIONS = ['CREATE TABLE a (x INTEGER)', 'CREATE TABLE b (y INTEGER)']
 
 function open(file: string): Database {
-  const opened = openDatabase(file, { migrations: [], exclusive: false })
+  const opened = openDatabase(file, { migrations: [], exclusive: false, synchronous: 'normal' })
   if (!opened.ok) throw opened.error
   return opened.value
 }
