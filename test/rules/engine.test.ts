@@ -185,6 +185,15 @@ t.test('under load, inputs are batched and the bounded inbox drops the oldest, c
   t.equal(rule?.counters.errors, 0)
 })
 
+t.test('under load, the outputs of batches keep the order of the inputs', async (t) => {
+  const { a } = await setup(t)
+  await push(a, 'relay', `export function onMessage(m) { publish('ordered', m.payload) }`, { triggers: { topics: ['seq'] }, inbox: 10000, batch: 50 })
+  const n = 2000
+  for (let i = 0; i < n; i++) a.client.publish('/A/seq', String(i), { qos: 0 })
+  await until(() => on(a.messages, '/A/ordered').length === n, 20_000, 'every input relayed')
+  t.same(on(a.messages, '/A/ordered'), Array.from({ length: n }, (_, i) => String(i)))
+})
+
 t.test('a rule stuck in while(true) is stopped at its limit while the broker keeps serving', async (t) => {
   const { b, a } = await setup(t)
   const other = await connectWithAck(t, b.url, { protocolVersion: 5, username: 'B', password: 'pw-B' })

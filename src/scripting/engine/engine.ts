@@ -12,6 +12,9 @@ import { absoluteFilter, type RuleManifest } from './manifest.js'
 import type { RuleStore } from './rule-store.js'
 import { type Queued, RunningRule } from './running-rule.js'
 
+/** Batches per rule at the sandbox at once: two keep the worker busy, more only add latency. */
+const PIPELINE = 2
+
 export interface EngineSettings {
   /** Consecutive failed invocations after which a rule is suspended... */
   readonly failureLimit: number
@@ -214,10 +217,14 @@ export class RuleEngine implements Disposable {
     }
   }
 
-  /** One batch at a time per rule; the next starts when the previous one's effects are applied. */
+  /**
+   * Up to PIPELINE batches per rule at the sandbox, so the worker has the next batch while this
+   * thread applies the previous one's effects. Order holds: an account's calls run one after
+   * another in the worker, and their answers are applied in the order they arrive.
+   */
   #pump(rule: RunningRule): void {
-    if (rule.running || rule.queued === 0 || this.#closed) return
-    rule.running = true
+    if (rule.inFlight >= PIPELINE || rule.queued === 0 || this.#closed) return
+    rule.inFlight++
     void this.#drain(rule)
   }
 
@@ -242,7 +249,7 @@ export class RuleEngine implements Disposable {
     } catch (e) {
       this.#failed(rule, { code: 'crashed', message: e instanceof Error ? e.message : String(e) })
     } finally {
-      rule.running = false
+      rule.inFlight--
       if (rule.queued > 0 && !this.#closed && this.#clock.now() >= rule.suspendedUntil) setImmediate(() => this.#pump(rule))
     }
   }

@@ -29,7 +29,8 @@ export class RunningRule implements Disposable {
   /** Consecutive failed invocations; reset by a success. */
   failures = 0
   suspendedUntil = 0
-  running = false
+  /** Batches sent to the sandbox and not yet answered. */
+  inFlight = 0
   lastError: string | undefined
   readonly #inbox = new RingQueue<Queued>()
   #triggers: Disposable[] = []
