@@ -29,8 +29,11 @@ export interface PerchConfig {
   log: { level: 'debug' | 'info' | 'warn' | 'error' }
   listeners: ListenerConfig[]
   auth: {
-    /** accounts: clients log in as accounts; open and static serve anonymous clients too. */
-    mode: 'accounts' | 'open' | 'static'
+    /**
+     * accounts: clients log in as accounts; open and static serve anonymous clients too;
+     * mysql-users: accounts are the users of a MySQL server, checked by logging in there.
+     */
+    mode: 'accounts' | 'open' | 'static' | 'mysql-users'
     allowAnonymous: boolean
     defaultAction: 'allow' | 'deny'
     rules: RuleConfig[]
@@ -45,6 +48,7 @@ export interface PerchConfig {
     }
     /** Seconds between checks for account changes made outside perch (the CLI, the sync). */
     reloadInterval: number
+    mysqlUsers?: MysqlUsersConfig | undefined
   }
   limits: {
     maxConnections: number
@@ -67,7 +71,39 @@ export interface PerchConfig {
   sys: { interval: number }
   persistence: PersistenceConfig
   rules: RulesConfig
+  /** The central database this gateway takes its accounts, grants and rules from; none when absent. */
+  sync?: SyncConfig | undefined
 }
+
+/** Where a MySQL server is: an inline URL or a file holding one (it carries a password). */
+export interface MysqlLocation {
+  /** mysql://user:password@host:port/database (?ssl=1 for TLS, &ca=FILE for a private CA) */
+  url?: string
+  urlFile?: string
+}
+
+export interface SyncConfig extends MysqlLocation {
+  /** This gateway's name in the central database (for logs and status). */
+  gateway?: string
+  /** Seconds between polls of the central change log. */
+  interval: number
+  /** Seconds any one query may take; a connection that times out is dropped. */
+  queryTimeout: number
+  connectTimeout: number
+  /** Retries back off with jitter up to this many seconds. */
+  maxBackoff: number
+}
+
+export const SYNC_DEFAULTS = { interval: 15, queryTimeout: 5, connectTimeout: 5, maxBackoff: 300 }
+
+/** auth.mode mysql-users: a login is a login attempt on this server (the URL's user is not used). */
+export interface MysqlUsersConfig extends MysqlLocation {
+  /** Seconds a successful online login stays valid for offline logins. */
+  trustPeriod: number
+  connectTimeout: number
+}
+
+export const MYSQL_USERS_DEFAULTS = { trustPeriod: 86_400, connectTimeout: 5 }
 
 export interface RulesConfig {
   enabled: boolean
@@ -180,7 +216,7 @@ const schema: JsonSchema = {
       type: 'object',
       additionalProperties: false,
       properties: {
-        mode: { enum: ['accounts', 'open', 'static'] },
+        mode: { enum: ['accounts', 'open', 'static', 'mysql-users'] },
         jwt: {
           type: 'object',
           additionalProperties: false,
@@ -200,6 +236,11 @@ const schema: JsonSchema = {
           properties: { addressFailures: int(1, 1_000_000), accountFailures: int(1, 1_000_000), window: int(1, 86_400), block: int(0, 86_400) },
         },
         reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
+        mysqlUsers: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { url: { type: 'string', minLength: 1 }, urlFile: { type: 'string', minLength: 1 }, trustPeriod: int(0, 31_536_000), connectTimeout: int(1, 300) },
+        },
         allowAnonymous: { type: 'boolean' },
         defaultAction: { enum: ['allow', 'deny'] },
         rules: {
@@ -252,6 +293,19 @@ const schema: JsonSchema = {
         reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
       },
     },
+    sync: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        url: { type: 'string', minLength: 1 },
+        urlFile: { type: 'string', minLength: 1 },
+        gateway: { type: 'string', minLength: 1 },
+        interval: { type: 'number', minimum: 0.05, maximum: 86_400 },
+        queryTimeout: { type: 'number', minimum: 0.05, maximum: 3600 },
+        connectTimeout: { type: 'number', minimum: 0.05, maximum: 3600 },
+        maxBackoff: { type: 'number', minimum: 0.05, maximum: 86_400 },
+      },
+    },
     persistence: {
       type: 'object',
       additionalProperties: false,
@@ -283,11 +337,13 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
       ...c.auth,
       rateLimit: { ...base.auth.rateLimit, ...c.auth?.rateLimit },
       jwt: c.auth?.jwt === undefined ? base.auth.jwt : { ...JWT_DEFAULTS, ...base.auth.jwt, ...c.auth.jwt },
+      mysqlUsers: c.auth?.mysqlUsers === undefined ? base.auth.mysqlUsers : { ...MYSQL_USERS_DEFAULTS, ...base.auth.mysqlUsers, ...c.auth.mysqlUsers },
     },
     limits: { ...base.limits, ...c.limits },
     sys: { ...base.sys, ...c.sys },
     persistence: { ...base.persistence, ...c.persistence },
     rules: { ...base.rules, ...c.rules },
+    sync: c.sync === undefined ? base.sync : { ...SYNC_DEFAULTS, ...base.sync, ...c.sync },
   }
   const problem = crossCheck(config)
   return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))
@@ -312,6 +368,14 @@ function crossCheck(c: PerchConfig): string | null {
       return 'auth.jwt: needs "secret", "secretFile" or "publicKeyFile"'
     }
   }
+  for (const [key, where] of [
+    ['sync', c.sync],
+    ['auth.mysqlUsers', c.auth.mysqlUsers],
+  ] as const) {
+    if (where !== undefined && (where.url === undefined) === (where.urlFile === undefined)) return `${key}: give "url" or "urlFile", one of them`
+  }
+  if (c.auth.mode === 'mysql-users' && c.auth.mysqlUsers === undefined) return 'auth.mode "mysql-users" needs auth.mysqlUsers with the server\'s "url"'
+  if (c.auth.mode === 'mysql-users' && c.sync !== undefined) return 'auth.mode "mysql-users" takes accounts from MySQL users; it cannot be combined with "sync"'
   if (c.auth.mode === 'open' && !c.auth.allowAnonymous) {
     const exposed = c.listeners.find((l) => !isLoopback(l.host ?? '127.0.0.1'))
     if (exposed !== undefined) {

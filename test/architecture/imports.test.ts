@@ -66,7 +66,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   '@jitl/quickjs-wasmfile-debug-sync': { file: 'scripting/quickjs.ts' },
   serialport: { dir: 'bridges/' },
   onoff: { dir: 'bridges/' },
-  mysql2: { dir: 'sync/' },
+  mysql2: { file: 'sync/mysql.ts' },
 }
 
 interface ImportEdge {
