@@ -17,6 +17,8 @@ import type { ConnectionLimits, TransportServices } from '../mqtt/transport/cont
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
 import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
 import { RulesService } from '../scripting/engine/rules-service.js'
+import { SyncService } from './sync-service.js'
+import { syncSysEntries } from './sync-sys.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
 import { openSessionStore } from './store.js'
 
@@ -43,6 +45,8 @@ export class App {
   readonly accounts: AccountService | undefined
   /** When rules are enabled. */
   readonly rules: RulesService | undefined
+  /** When a central database is configured. */
+  readonly sync: SyncService | undefined
   #stopping: Promise<void> | undefined
 
   private constructor(parts: {
@@ -55,9 +59,11 @@ export class App {
     store: SessionStore
     accounts: AccountService | undefined
     rules: RulesService | undefined
+    sync: SyncService | undefined
   }) {
     this.accounts = parts.accounts
     this.rules = parts.rules
+    this.sync = parts.sync
     this.broker = parts.broker
     this.listeners = parts.listeners
     this.#connections = parts.connections
@@ -131,7 +137,15 @@ export class App {
     } catch (e) {
       await abort(e)
     }
+    let sync: SyncService | undefined
+    try {
+      sync = config.sync === undefined ? undefined : SyncService.start(config.sync, config.dataDir, clock, logger)
+    } catch (e) {
+      await rules?.dispose()
+      await abort(e)
+    }
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
+    if (sync !== undefined) sys?.addSource(() => syncSysEntries(sync.status, clock.now()))
     sys?.start()
     logger.info('perch.started', {
       version: deps.version,
@@ -141,7 +155,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, rules })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, rules, sync })
   }
 
   stop(): Promise<void> {
@@ -155,6 +169,7 @@ export class App {
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
+    await this.sync?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()
     this.broker.dispose()

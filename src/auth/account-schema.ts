@@ -28,4 +28,12 @@ export const ACCOUNT_MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      PRIMARY KEY (handler, account, filter)
    ) WITHOUT ROWID;`,
+  // Rows synced from the central database are marked, so a sync replaces only its own rows;
+  // sync_state holds the central high-water mark and epoch, written with the rows they describe.
+  `ALTER TABLE accounts ADD COLUMN origin TEXT NOT NULL DEFAULT 'local';
+   ALTER TABLE grants ADD COLUMN origin TEXT NOT NULL DEFAULT 'local';
+   CREATE TABLE sync_state (
+     k TEXT PRIMARY KEY NOT NULL,
+     v TEXT NOT NULL
+   ) WITHOUT ROWID;`,
 ]

@@ -10,6 +10,7 @@ export class SysPublisher implements Disposable {
   readonly #intervalMs: number
   readonly #version: string
   #timer: TimerHandle | undefined
+  readonly #sources = new Set<() => [string, string][]>()
 
   constructor(broker: Broker, clock: Clock, intervalMs: number, version: string) {
     this.#broker = broker
@@ -40,7 +41,17 @@ export class SysPublisher implements Disposable {
     }
   }
 
+  /** More `$SYS/broker/...` entries from a part above the broker (the sync); returns the undo. */
+  addSource(fn: () => [string, string][]): () => void {
+    this.#sources.add(fn)
+    return () => this.#sources.delete(fn)
+  }
+
   snapshot(): [string, string][] {
+    return [...this.#brokerEntries(), ...[...this.#sources].flatMap((fn) => fn())]
+  }
+
+  #brokerEntries(): [string, string][] {
     const b = this.#broker
     const s = b.stats
     return [

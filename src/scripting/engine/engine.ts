@@ -305,6 +305,11 @@ export class RuleEngine implements Disposable {
     this.#broker.publish(errorMessage(`/${rule.account}/rules/${rule.name}/error`, JSON.stringify(body)))
   }
 
+  /** A message from perch itself (not the account) on one of the account's rule topics. */
+  notify(topic: string, body: unknown): void {
+    this.#broker.publish(errorMessage(topic, JSON.stringify(body)))
+  }
+
   #scheduleFlush(): void {
     if (this.#flushTimer !== undefined || this.#closed) return
     this.#flushTimer = this.#clock.setTimer(this.#settings.flushIntervalMs, () => {

@@ -20,13 +20,25 @@ export interface StoredRule {
   readonly updatedAt: number
 }
 
+/** A pushed rule that a newer central copy replaced, not yet reported. */
+export interface RuleConflict {
+  readonly id: number
+  readonly account: string
+  readonly name: string
+  readonly at: number
+  readonly localVersion: number
+  readonly localOrigin: string
+  readonly baseVersion: number
+  readonly centralVersion: number
+}
+
 export interface RuleLogLine {
   readonly at: number
   readonly level: string
   readonly message: string
 }
 
-const MIGRATIONS: readonly string[] = [
+export const RULE_MIGRATIONS: readonly string[] = [
   `CREATE TABLE rules (
      account TEXT NOT NULL,
      name TEXT NOT NULL,
@@ -52,6 +64,29 @@ const MIGRATIONS: readonly string[] = [
      message TEXT NOT NULL,
      PRIMARY KEY (account, name, seq)
    ) WITHOUT ROWID;`,
+  // The central copies of rules (kept apart: a pushed rule may override one), the central version
+  // each local rule is based on, and the conflicts to report when a central update wins.
+  `ALTER TABLE rules ADD COLUMN base_version INTEGER NOT NULL DEFAULT 0;
+   CREATE TABLE central_rules (
+     account TEXT NOT NULL,
+     name TEXT NOT NULL,
+     source TEXT NOT NULL,
+     manifest TEXT NOT NULL,
+     enabled INTEGER NOT NULL,
+     version INTEGER NOT NULL,
+     PRIMARY KEY (account, name)
+   ) WITHOUT ROWID;
+   CREATE TABLE rule_conflicts (
+     id INTEGER PRIMARY KEY,
+     account TEXT NOT NULL,
+     name TEXT NOT NULL,
+     at INTEGER NOT NULL,
+     local_version INTEGER NOT NULL,
+     local_origin TEXT NOT NULL,
+     base_version INTEGER NOT NULL,
+     central_version INTEGER NOT NULL,
+     published INTEGER NOT NULL DEFAULT 0
+   );`,
 ]
 
 /** Log lines kept per rule; older ones are pruned when new ones are written. */
@@ -86,7 +121,7 @@ export class RuleStore implements Disposable {
   static open(dataDir: string, clock: Clock): Result<RuleStore, DbError> {
     // Rule sources and KV values are the accounts' data: readable by perch's user alone.
     const file = join(dataDir, RULES_FILE)
-    const db = openDatabase(file, { synchronous: 'full', migrations: MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
+    const db = openDatabase(file, { synchronous: 'full', migrations: RULE_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
     return db.ok ? ok(new RuleStore(db.value, clock)) : db
   }
 
@@ -107,12 +142,16 @@ export class RuleStore implements Disposable {
     return r === undefined ? undefined : toRule(r)
   }
 
-  /** Stores a new version of a rule; returns it. */
+  /**
+   * Stores a new version of a rule; returns it. A pushed rule is based on the central copy it
+   * replaces (if any): it stays until the central copy moves past that version.
+   */
   put(account: string, name: string, source: string, manifest: string, origin: RuleOrigin): StoredRule {
     return this.#transaction(() => {
       const version = (this.#s.one.get(account, name)?.version ?? 0) + 1
       const now = this.#clock.now()
-      this.#s.put.run(account, name, source, manifest, version, origin, now)
+      const base = this.#s.centralVersion.get(account, name)?.version ?? 0
+      this.#s.put.run(account, name, source, manifest, version, origin, now, base)
       return { account, name, source, manifest, version, origin, updatedAt: now }
     })
   }
@@ -123,6 +162,14 @@ export class RuleStore implements Disposable {
       this.#s.removeLogs.run(account, name)
       return this.#s.remove.run(account, name) > 0
     })
+  }
+
+  pendingConflicts(): RuleConflict[] {
+    return this.#s.conflicts.all()
+  }
+
+  conflictReported(id: number): void {
+    this.#s.conflictReported.run(id)
   }
 
   kv(account: string): Record<string, string> {
@@ -185,10 +232,16 @@ function prepare(db: Database) {
     ofAccount: s<RawRule>(`SELECT ${cols} FROM rules WHERE account = ? ORDER BY name`),
     one: s<RawRule>(`SELECT ${cols} FROM rules WHERE account = ? AND name = ?`),
     put: s(
-      `INSERT INTO rules (${cols}) VALUES (?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO rules (${cols}, base_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (account, name) DO UPDATE SET source = excluded.source, manifest = excluded.manifest,
-         version = excluded.version, origin = excluded.origin, updated_at = excluded.updated_at`,
+         version = excluded.version, origin = excluded.origin, updated_at = excluded.updated_at, base_version = excluded.base_version`,
     ),
+    conflicts: s<RuleConflict>(
+      `SELECT id, account, name, at, local_version AS localVersion, local_origin AS localOrigin, base_version AS baseVersion,
+         central_version AS centralVersion FROM rule_conflicts WHERE published = 0 ORDER BY id`,
+    ),
+    conflictReported: s('UPDATE rule_conflicts SET published = 1 WHERE id = ?'),
+    centralVersion: s<{ version: number }>('SELECT version FROM central_rules WHERE account = ? AND name = ?'),
     remove: s('DELETE FROM rules WHERE account = ? AND name = ?'),
     kv: s<{ key: string; value: string }>('SELECT key, value FROM kv WHERE account = ?'),
     kvPut: s('INSERT INTO kv (account, key, value) VALUES (?, ?, ?) ON CONFLICT (account, key) DO UPDATE SET value = excluded.value'),

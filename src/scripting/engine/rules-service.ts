@@ -93,8 +93,25 @@ export class RulesService implements Disposable {
       for (const r of [...this.engine.rules.values()]) {
         if (r.origin !== 'file' && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
       }
+      this.#reportConflicts()
     } finally {
       this.#syncing = false
+    }
+  }
+
+  /** Central updates that replaced pushed rules, told to the account on /A/rules/NAME/conflict. */
+  #reportConflicts(): void {
+    for (const c of this.store.pendingConflicts()) {
+      this.engine.notify(`/${c.account}/rules/${c.name}/conflict`, {
+        winner: 'central',
+        centralVersion: c.centralVersion,
+        pushedVersion: c.localVersion,
+        pushedBy: c.localOrigin,
+        pushedOnCentralVersion: c.baseVersion,
+        time: new Date(c.at).toISOString(),
+      })
+      this.#logger.warn('rule.conflict', { account: c.account, rule: c.name, centralVersion: c.centralVersion, pushedOnCentralVersion: c.baseVersion })
+      this.store.conflictReported(c.id)
     }
   }
 
