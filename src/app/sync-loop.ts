@@ -7,7 +7,7 @@ import { CentralAccountCache } from '../auth/central-accounts.js'
 import type { Clock } from '../core/clock.js'
 import { describeError } from '../core/errors.js'
 import { CentralRuleCache } from '../scripting/engine/central-rules.js'
-import { type MysqlTarget, MysqlSession } from '../sync/mysql.js'
+import { MysqlSession, type MysqlTarget } from '../sync/mysql.js'
 import { type Pull, pull } from '../sync/pull.js'
 
 export const SYNC_STATUS_FILE = 'sync-status.json'

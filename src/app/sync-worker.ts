@@ -3,7 +3,7 @@
 // `poke` (sync now) and `stop`.
 import { parentPort, workerData } from 'node:worker_threads'
 import { systemClock } from '../core/clock.js'
-import { type SyncLoopOptions, SyncLoop } from './sync-loop.js'
+import { SyncLoop, type SyncLoopOptions } from './sync-loop.js'
 
 export type ToSyncWorker = { readonly type: 'poke' } | { readonly type: 'stop' }
 

@@ -12,7 +12,6 @@ interface Teardown {
 
 export interface Central {
   readonly db: string
-  readonly admin: MysqlSession
   run(sql: string, params?: readonly SqlParam[]): Promise<void>
   rows(sql: string, params?: readonly SqlParam[]): Promise<Record<string, unknown>[]>
   /** Creates a gateway and its MySQL user; returns the gateway's sync URL. */
@@ -27,16 +26,22 @@ export async function startCentral(t: Teardown, m: MariaDb): Promise<Central> {
   const db = await m.createDatabase(`central_${next++}_${randomBytes(3).toString('hex')}`)
   const target = parseMysqlUrl(m.url(db), { connectTimeoutMs: 10_000, queryTimeoutMs: 60_000 })
   if (!target.ok) throw target.error
-  const opened = await MysqlSession.open(target.value)
-  if (!opened.ok) throw opened.error
-  const admin = opened.value
-  t.teardown(() => admin.close())
+  // Reopened after a broken connection: the tests kill and restart the server under it.
+  let admin: MysqlSession | undefined
+  const session = async (): Promise<MysqlSession> => {
+    if (admin !== undefined && !admin.broken) return admin
+    const opened = await MysqlSession.open(target.value)
+    if (!opened.ok) throw opened.error
+    admin = opened.value
+    return admin
+  }
+  t.teardown(() => admin?.close())
   const run = async (sql: string, params: readonly SqlParam[] = []): Promise<void> => {
-    const r = await admin.execute(sql, params)
+    const r = await (await session()).execute(sql, params)
     if (!r.ok) throw r.error
   }
   const rows = async (sql: string, params: readonly SqlParam[] = []): Promise<Record<string, unknown>[]> => {
-    const r = await admin.query(sql, params)
+    const r = await (await session()).query(sql, params)
     if (!r.ok) throw r.error
     return r.value
   }
@@ -44,7 +49,6 @@ export async function startCentral(t: Teardown, m: MariaDb): Promise<Central> {
   const gatewayIds = new Map<string, number>()
   return {
     db,
-    admin,
     run,
     rows,
     async gateway(name) {

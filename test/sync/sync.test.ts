@@ -20,7 +20,7 @@ t.before(async () => {
   m = await startMariaDb(t)
 })
 
-async function gatewayWith(t: Teardown, c: Central, url: string, dataDir?: string): Promise<AccountsBroker> {
+async function gatewayWith(t: Teardown, url: string, dataDir?: string): Promise<AccountsBroker> {
   return startAccountsBroker(t, { sync: { url, interval: 0.1, queryTimeout: 2, connectTimeout: 2, maxBackoff: 1 }, rules: { enabled: true, reloadInterval: 0.1 }, auth: { reloadInterval: 0.1 } }, dataDir === undefined ? {} : { dataDir })
 }
 
@@ -44,7 +44,7 @@ t.test('initial sync: accounts, grants and rules from central work on the gatewa
   await c.account('carol', 'pw-carol', { gateway: 'g2' })
   await c.run('INSERT INTO grants (owner, grantee, filter, publish, subscribe) VALUES (?, ?, ?, 0, 1)', ['alice', 'bob', '/alice/temp/#'])
   await c.run('INSERT INTO rules (account, name, source, manifest) VALUES (?, ?, ?, ?)', ['alice', 'c2f', C2F, manifest(['in/c'])])
-  const b = await gatewayWith(t, c, url)
+  const b = await gatewayWith(t, url)
   await caughtUp(b, c)
   t.equal(b.app.sync?.status?.fullSyncs, 1, 'one full sync')
   t.equal(b.app.sync?.status?.lastFullReason, 'first')
@@ -75,7 +75,7 @@ t.test('incremental sync: inserts, updates, deletes and unassignments take effec
   await c.account('bob', 'pw-bob', { gateway: 'g1' })
   await c.run('INSERT INTO grants (owner, grantee, filter, publish, subscribe) VALUES (?, ?, ?, 0, 1)', ['alice', 'bob', '/alice/temp/#'])
   await c.run('INSERT INTO rules (account, name, source, manifest) VALUES (?, ?, ?, ?)', ['alice', 'c2f', C2F, manifest(['in/c'])])
-  const b = await gatewayWith(t, c, url)
+  const b = await gatewayWith(t, url)
   await caughtUp(b, c)
 
   await c.account('dave', 'pw-dave', { gateway: 'g1' })
@@ -128,7 +128,7 @@ t.test('an epoch change forces a full resync that also removes what central no l
   const url = await c.gateway('g1')
   await c.account('alice', 'pw-alice', { gateway: 'g1' })
   await c.account('bob', 'pw-bob', { gateway: 'g1' })
-  const b = await gatewayWith(t, c, url)
+  const b = await gatewayWith(t, url)
   await caughtUp(b, c)
   // A restore from an older backup: bob is gone and the counter is back, under a new epoch.
   await c.run('DELETE FROM accounts WHERE name = ?', ['bob'])
@@ -146,7 +146,7 @@ t.test('a pushed rule stays until central moves past it; then central wins and a
   const url = await c.gateway('g1')
   await c.account('alice', 'pw-alice', { gateway: 'g1' })
   await c.run('INSERT INTO rules (account, name, source, manifest) VALUES (?, ?, ?, ?)', ['alice', 'c2f', C2F, manifest(['in/c'])])
-  const b = await gatewayWith(t, c, url)
+  const b = await gatewayWith(t, url)
   await caughtUp(b, c)
   const alice = await connectWithAck(t, b.url, { protocolVersion: 5, username: 'alice', password: 'pw-alice' })
   await alice.client.subscribeAsync('/alice/#')
