@@ -5,6 +5,7 @@ import { type AccountsBroker, connackCode, startAccountsBroker } from '../helper
 import { type Central, startCentral } from '../helpers/central.js'
 import { connectWithAck, until } from '../helpers/clients.js'
 import { type MariaDb, startMariaDb } from '../helpers/mariadb.js'
+import { runPerch } from '../helpers/perch-bin.js'
 
 interface Teardown {
   teardown(fn: () => unknown): void
@@ -48,6 +49,11 @@ t.test('initial sync: accounts, grants and rules from central work on the gatewa
   await caughtUp(b, c)
   t.equal(b.app.sync?.status?.fullSyncs, 1, 'one full sync')
   t.equal(b.app.sync?.status?.lastFullReason, 'first')
+  const status = await runPerch(t, b.config.dataDir, ['sync', 'status', '--json', '--data-dir', b.config.dataDir])
+  t.equal(status.code, 0, status.stderr)
+  t.match(JSON.parse(status.stdout), { state: 'ok', mark: await c.counter(), accounts: 2, grants: 1, rules: 1, fullSyncs: 1 }, 'perch sync status')
+  const text = await runPerch(t, b.config.dataDir, ['sync', 'status', '--data-dir', b.config.dataDir])
+  t.match(text.stdout, /state +ok\n[\s\S]*cached +2 accounts, 1 grants, 1 rules from central/)
   t.equal(await login(b, 'alice', 'pw-alice'), 0, 'alice logs in')
   t.equal(await login(b, 'alice', 'wrong'), 0x86, 'with her password only')
   t.equal(await login(b, 'carol', 'pw-carol'), 0x86, "carol belongs to another gateway: this one never saw her")
