@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { AccountService } from '../auth/accounts.js'
 import type { JwtSettings } from '../auth/jwt.js'
+import type { MysqlUsersHooks } from '../auth/mysql-users-hooks.js'
 import { OpenHooks } from '../auth/open.js'
 import { StaticRuleHooks } from '../auth/static-rules.js'
 import type { Clock } from '../core/clock.js'
@@ -17,10 +18,11 @@ import type { ConnectionLimits, TransportServices } from '../mqtt/transport/cont
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
 import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
 import { RulesService } from '../scripting/engine/rules-service.js'
+import type { ListenerConfig, PerchConfig } from './config.js'
+import { openMysqlUsers } from './mysql-users.js'
+import { openSessionStore } from './store.js'
 import { SyncService } from './sync-service.js'
 import { syncSysEntries } from './sync-sys.js'
-import type { ListenerConfig, PerchConfig } from './config.js'
-import { openSessionStore } from './store.js'
 
 export interface AppDeps {
   readonly clock: Clock
@@ -43,6 +45,8 @@ export class App {
   readonly store: SessionStore
   /** Accounts mode only. */
   readonly accounts: AccountService | undefined
+  /** auth.mode mysql-users only. */
+  readonly mysqlUsers: MysqlUsersHooks | undefined
   /** When rules are enabled. */
   readonly rules: RulesService | undefined
   /** When a central database is configured. */
@@ -58,10 +62,12 @@ export class App {
     logger: Logger
     store: SessionStore
     accounts: AccountService | undefined
+    mysqlUsers: MysqlUsersHooks | undefined
     rules: RulesService | undefined
     sync: SyncService | undefined
   }) {
     this.accounts = parts.accounts
+    this.mysqlUsers = parts.mysqlUsers
     this.rules = parts.rules
     this.sync = parts.sync
     this.broker = parts.broker
@@ -84,9 +90,10 @@ export class App {
     const deadlines = new DeadlineQueue(clock)
     const limits = connectionLimits(config)
     const accounts = config.auth.mode === 'accounts' ? await openAccounts(config, clock, logger) : undefined
+    const mysqlUsers = config.auth.mode === 'mysql-users' ? openMysqlUsers(config, clock, logger) : undefined
     const { store, state } = openSessionStore(config, clock, logger)
     const broker = new Broker({
-      hooks: accounts?.hooks ?? buildHooks(config),
+      hooks: accounts?.hooks ?? mysqlUsers ?? buildHooks(config),
       store,
       clock,
       deadlines,
@@ -121,6 +128,7 @@ export class App {
     const abort = async (e: unknown): Promise<never> => {
       await Promise.all(listeners.map((l) => l.close()))
       accounts?.dispose()
+      mysqlUsers?.dispose()
       broker.dispose()
       deadlines.dispose()
       store.close()
@@ -155,7 +163,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, rules, sync })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync })
   }
 
   stop(): Promise<void> {
@@ -172,6 +180,7 @@ export class App {
     await this.sync?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()
+    this.mysqlUsers?.dispose()
     this.broker.dispose()
     this.#deadlines.dispose()
     this.store.flush()
