@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import type { Clock } from '../core/clock.js'
 import { ok, type Result } from '../core/result.js'
 import type { Disposable } from '../core/scope.js'
-import { type Database, type DbError, openDatabase, type Statement } from '../db/index.js'
+import { type Database, type DbError, openSharedDatabase, type Statement } from '../db/index.js'
 import { accountIdProblem } from './account-id.js'
 import { ACCOUNT_MIGRATIONS } from './account-schema.js'
 import { ACCOUNTS_FILE } from './account-store.js'
@@ -68,7 +68,7 @@ export class CentralAccountCache implements Disposable {
 
   static open(dataDir: string, clock: Clock): Result<CentralAccountCache, DbError> {
     const file = join(dataDir, ACCOUNTS_FILE)
-    const db = openDatabase(file, { synchronous: 'full', migrations: ACCOUNT_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
+    const db = openSharedDatabase(file, ACCOUNT_MIGRATIONS)
     return db.ok ? ok(new CentralAccountCache(db.value, clock)) : db
   }
 

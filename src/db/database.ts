@@ -222,3 +222,11 @@ function checkAccess(file: string): DbError | undefined {
     return toDbError(e, file)
   }
 }
+
+/**
+ * A database shared between processes (perch, its CLI, the sync worker): not locked exclusively,
+ * synchronous FULL, a 5 s busy timeout, and created readable by its owner alone.
+ */
+export function openSharedDatabase(file: string, migrations: readonly string[]): Result<Database, DbError> {
+  return openDatabase(file, { synchronous: 'full', migrations, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
+}

@@ -1,4 +1,4 @@
-export { Database, type OpenOptions, openDatabase, type SqlValue, Statement, type Synchronous } from './database.js'
+export { Database, type OpenOptions, openDatabase, openSharedDatabase, type SqlValue, Statement, type Synchronous } from './database.js'
 export { DbError, type DbErrorKind, toDbError } from './errors.js'
 export { databaseFiles, fileStamp, moveDatabaseAside, spaceBudget } from './files.js'
 export { runMigrations } from './migrate.js'

@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import type { Clock } from '../../core/clock.js'
 import { ok, type Result } from '../../core/result.js'
 import type { Disposable } from '../../core/scope.js'
-import { type Database, type DbError, openDatabase, type Statement } from '../../db/index.js'
+import { type Database, type DbError, openSharedDatabase, type Statement } from '../../db/index.js'
 import { RULE_MIGRATIONS, RULES_FILE } from './rule-store.js'
 
 export interface CentralRule {
@@ -58,7 +58,7 @@ export class CentralRuleCache implements Disposable {
 
   static open(dataDir: string, clock: Clock): Result<CentralRuleCache, DbError> {
     const file = join(dataDir, RULES_FILE)
-    const db = openDatabase(file, { synchronous: 'full', migrations: RULE_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
+    const db = openSharedDatabase(file, RULE_MIGRATIONS)
     return db.ok ? ok(new CentralRuleCache(db.value, clock)) : db
   }
 

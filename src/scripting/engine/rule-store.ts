@@ -2,7 +2,7 @@ import { join } from 'node:path'
 import type { Clock } from '../../core/clock.js'
 import { ok, type Result } from '../../core/result.js'
 import type { Disposable } from '../../core/scope.js'
-import { type Database, type DbError, openDatabase, type Statement } from '../../db/index.js'
+import { type Database, type DbError, openSharedDatabase, type Statement } from '../../db/index.js'
 
 export const RULES_FILE = 'rules.db'
 
@@ -121,7 +121,7 @@ export class RuleStore implements Disposable {
   static open(dataDir: string, clock: Clock): Result<RuleStore, DbError> {
     // Rule sources and KV values are the accounts' data: readable by perch's user alone.
     const file = join(dataDir, RULES_FILE)
-    const db = openDatabase(file, { synchronous: 'full', migrations: RULE_MIGRATIONS, exclusive: false, busyTimeoutMs: 5000, createMode: 0o600 })
+    const db = openSharedDatabase(file, RULE_MIGRATIONS)
     return db.ok ? ok(new RuleStore(db.value, clock)) : db
   }
 
