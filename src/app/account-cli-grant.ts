@@ -21,7 +21,7 @@ const MAX_FILTER_BYTES = 65_535
 const MAX_FILTER_LEVELS = 1024
 
 /** The absolute filter a grant of `name` by `owner` covers; only the owner's own namespace can be granted. */
-function ownFilter(owner: string, name: string): string {
+export function ownFilter(owner: string, name: string): string {
   if (name === '') throw new CliFailure('the topic filter may not be empty')
   if (name.startsWith('$share/')) throw new CliFailure(`"${name}": a grant covers topics, not a shared subscription ($share/...)`)
   const filter = name.startsWith('/') ? name : `/${owner}/${name}`

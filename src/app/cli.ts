@@ -32,6 +32,7 @@ Commands:
   account ...           add, list, passwd, disable, enable, rm accounts
   grant ...             add, rm, list grants of one account's topics to another
   rule ...              push, list, rm, run, logs account rules
+  central ...           administer the central MySQL database gateways sync from
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
   help [command]        show help
@@ -85,6 +86,9 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return grantCommand(rest, io)
     case 'rule':
       return ruleCommand(rest, io)
+    case 'central':
+      // Loaded on demand, so that the other commands start without mysql2.
+      return (await import('./central-cli.js')).centralCommand(rest, io)
     default:
       io.err(`perch: unknown command "${command}"\n\n${MAIN_HELP}`)
       return 2

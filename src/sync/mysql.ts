@@ -62,24 +62,39 @@ export function parseMysqlUrl(url: string, timeouts: { connectTimeoutMs: number;
     return err(new MysqlError('sql', `not a URL: ${redact(url)} (expected mysql://user:password@host:port/database)`))
   }
   if (u.protocol !== 'mysql:') return err(new MysqlError('sql', `${redact(url)}: the scheme must be mysql://`))
-  const database = decodeURIComponent(u.pathname.replace(/^\//, ''))
+  const [database, user, password] = [u.pathname.replace(/^\//, ''), u.username, u.password].map(decoded)
+  if (database === undefined || user === undefined || password === undefined) {
+    return err(new MysqlError('sql', `${redact(url)}: a malformed %-escape in the user, password or database`))
+  }
   if (database === '' || database.includes('/')) return err(new MysqlError('sql', `${redact(url)}: name one database, as in mysql://user:password@host/central`))
-  if (u.username === '') return err(new MysqlError('sql', `${redact(url)}: needs a user name`))
+  if (user === '') return err(new MysqlError('sql', `${redact(url)}: needs a user name`))
   const ssl = u.searchParams.get('ssl')
   return ok({
     host: u.hostname === '' ? '127.0.0.1' : u.hostname,
     port: u.port === '' ? 3306 : Number(u.port),
-    user: decodeURIComponent(u.username),
-    password: decodeURIComponent(u.password),
+    user,
+    password,
     database,
     tls: ssl === null || ssl === '0' ? undefined : { caFile: u.searchParams.get('ca') ?? undefined, verify: ssl !== 'insecure' },
     ...timeouts,
   })
 }
 
-/** The URL with its password hidden, for messages. */
+/**
+ * The URL with its password hidden, for messages: whatever the scheme (a mistyped one too), and
+ * up to the last '@', since a password may hold an unescaped '@' (more hidden is still safe).
+ */
 export function redact(url: string): string {
-  return url.replace(/(mysql:\/\/[^:/@]*:)[^@]*@/, '$1***@')
+  return url.replace(/^((?:[A-Za-z][A-Za-z0-9+.-]*:\/\/|(?![^:]*:\/\/))[^:/@\s]*:)\S*@/, '$1***@')
+}
+
+/** A %-decoded URL part, or undefined when its escapes are malformed (decodeURIComponent throws). */
+function decoded(part: string): string | undefined {
+  try {
+    return decodeURIComponent(part)
+  } catch {
+    return undefined
+  }
 }
 
 /** One connection with a timeout on every query; destroyed after any error. */
