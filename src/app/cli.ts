@@ -33,6 +33,7 @@ Commands:
   grant ...             add, rm, list grants of one account's topics to another
   rule ...              push, list, rm, run, logs account rules
   central ...           administer the central MySQL database gateways sync from
+  sync status           how this gateway's sync with the central database stands
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
   help [command]        show help
@@ -86,6 +87,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return grantCommand(rest, io)
     case 'rule':
       return ruleCommand(rest, io)
+    case 'sync':
+      return (await import('./sync-cli.js')).syncCommand(rest, io)
     case 'central':
       // Loaded on demand, so that the other commands start without mysql2.
       return (await import('./central-cli.js')).centralCommand(rest, io)
