@@ -55,6 +55,7 @@ export class SyncLoop {
   readonly #report: (s: SyncStatus) => void
   readonly #status: Mutable<SyncStatus>
   #session: MysqlSession | undefined
+  #caches: { accounts: CentralAccountCache; rules: CentralRuleCache } | undefined
   #stopped = false
   #wake: (() => void) | undefined
   #poked = false
@@ -96,6 +97,7 @@ export class SyncLoop {
       await this.#sleep(wait)
     }
     this.#session?.destroy()
+    this.#closeCaches()
   }
 
   /** Syncs now instead of at the next interval. */
@@ -176,21 +178,30 @@ export class SyncLoop {
     s.skipped = applied.skipped.slice(0, 20)
   }
 
-  /** Both caches open for one step and closed after: the files stay free for the CLI and perch. */
+  /** Both caches, opened on first use and kept; closed after a local failure, to start clean. */
   #withCaches<T>(fn: (accounts: CentralAccountCache, rules: CentralRuleCache) => T): T {
-    const accounts = CentralAccountCache.open(this.#o.dataDir, this.#clock)
-    if (!accounts.ok) throw accounts.error
-    try {
+    if (this.#caches === undefined) {
+      const accounts = CentralAccountCache.open(this.#o.dataDir, this.#clock)
+      if (!accounts.ok) throw accounts.error
       const rules = CentralRuleCache.open(this.#o.dataDir, this.#clock)
-      if (!rules.ok) throw rules.error
-      try {
-        return fn(accounts.value, rules.value)
-      } finally {
-        rules.value.dispose()
+      if (!rules.ok) {
+        accounts.value.dispose()
+        throw rules.error
       }
-    } finally {
-      accounts.value.dispose()
+      this.#caches = { accounts: accounts.value, rules: rules.value }
     }
+    try {
+      return fn(this.#caches.accounts, this.#caches.rules)
+    } catch (e) {
+      this.#closeCaches()
+      throw e
+    }
+  }
+
+  #closeCaches(): void {
+    this.#caches?.rules.dispose()
+    this.#caches?.accounts.dispose()
+    this.#caches = undefined
   }
 
   #counts(c: { accounts: number; grants: number; rules: number }): void {

@@ -84,6 +84,20 @@ export class AccountStore implements Disposable {
     return this.#db.file
   }
 
+  /**
+   * Counts commits that changed accounts, grants or handler roles (not the sync's mark alone):
+   * a reload is due only when it moved.
+   */
+  revision(): number {
+    return Number(this.#s.state.get('rev')?.v ?? 0)
+  }
+
+  /** The central change-log mark these rows are at; undefined without a central sync. */
+  syncMark(): number | undefined {
+    const v = this.#s.state.get('hwm')?.v
+    return v === undefined ? undefined : Number(v)
+  }
+
   /** True once after anyone (this process or another) committed since the last call. */
   changed(): boolean {
     const v = Number(this.#db.pragma('data_version')) + this.#localWrites
@@ -202,6 +216,7 @@ export class AccountStore implements Disposable {
     try {
       const r = fn()
       if (r.ok) {
+        this.#s.bumpRevision.run()
         this.#db.exec('COMMIT')
         this.#localWrites++
         done = true
@@ -216,6 +231,8 @@ export class AccountStore implements Disposable {
 function prepare(db: Database) {
   const s = <R = unknown>(sql: string): Statement<R> => db.prepare<R>(sql)
   return {
+    state: s<{ v: string }>('SELECT v FROM sync_state WHERE k = ?'),
+    bumpRevision: s(`INSERT INTO sync_state (k, v) VALUES ('rev', '1') ON CONFLICT (k) DO UPDATE SET v = CAST(v AS INTEGER) + 1`),
     accounts: s<RawAccount>('SELECT id, verifier, admin, enabled, created_at FROM accounts ORDER BY id'),
     account: s<RawAccount>('SELECT id, verifier, admin, enabled, created_at FROM accounts WHERE id = ?'),
     countAccounts: s<{ n: number }>('SELECT count(*) AS n FROM accounts'),

@@ -98,16 +98,20 @@ export class CentralAccountCache implements Disposable {
     })
     const now = this.#clock.now()
     let removed = 0
+    // Whether any row changed: a sync that only moves the mark must not make perch recompile rights.
+    let changes = 0
     this.#db.exec('BEGIN IMMEDIATE')
     let done = false
     try {
       const gone = change.full ? this.#s.centralIds.all().map((r) => r.id) : change.keys
+      // Grants are compared before and after: deleting and re-inserting the same ones is no change.
+      const grantsBefore = new Set<string>()
       for (const id of gone) {
+        for (const g of this.#s.centralGrantsOf.all(id)) grantsBefore.add(grantKey(g))
         this.#s.removeCentralGrantsOf.run(id)
         if (visible.has(id)) continue
         if (this.#s.removeCentral.run(id) > 0) {
-          this.#s.removeGrantsOf.run(id, id)
-          this.#s.removeHandlersOf.run(id, id)
+          changes += this.#s.removeGrantsOf.run(id, id) + this.#s.removeHandlersOf.run(id, id) + 1
           removed++
         }
       }
@@ -115,9 +119,15 @@ export class CentralAccountCache implements Disposable {
         // A verifier this perch cannot read leaves the account without password logins.
         const verifier = a.verifier !== null && parseVerifier(a.verifier) !== undefined ? a.verifier : null
         if (a.verifier !== null && verifier === null) skipped.push(`account "${a.name}": its verifier is not one this perch can check`)
-        this.#s.upsert.run(a.name, verifier, a.admin ? 1 : 0, a.enabled ? 1 : 0, now, now)
+        changes += this.#s.upsert.run(a.name, verifier, a.admin ? 1 : 0, a.enabled ? 1 : 0, now, now)
       }
-      for (const g of grants) this.#s.putGrant.run(g.owner, g.grantee, g.filter, g.publish ? 1 : 0, g.subscribe ? 1 : 0, now)
+      const grantsAfter = new Set<string>()
+      for (const g of grants) {
+        this.#s.putGrant.run(g.owner, g.grantee, g.filter, g.publish ? 1 : 0, g.subscribe ? 1 : 0, now)
+        grantsAfter.add(grantKey({ ...g, publish: g.publish ? 1 : 0, subscribe: g.subscribe ? 1 : 0 }))
+      }
+      if (grantsAfter.size !== grantsBefore.size || [...grantsAfter].some((k) => !grantsBefore.has(k))) changes++
+      if (changes > 0) this.#s.bumpRevision.run()
       this.#s.setState.run('hwm', String(change.mark.hwm))
       this.#s.setState.run('epoch', change.mark.epoch)
       this.#db.exec('COMMIT')
@@ -133,6 +143,18 @@ export class CentralAccountCache implements Disposable {
   }
 }
 
+interface GrantFields {
+  owner: string
+  grantee: string
+  filter: string
+  publish: number
+  subscribe: number
+}
+
+function grantKey(g: GrantFields): string {
+  return `${g.owner}\0${g.grantee}\0${g.filter}\0${g.publish}${g.subscribe}`
+}
+
 function prepare(db: Database) {
   const s = <R = unknown>(sql: string): Statement<R> => db.prepare<R>(sql)
   return {
@@ -143,6 +165,8 @@ function prepare(db: Database) {
     countGrants: s<{ n: number }>(`SELECT count(*) AS n FROM grants WHERE origin = 'central'`),
     removeCentral: s(`DELETE FROM accounts WHERE id = ? AND origin = 'central'`),
     removeCentralGrantsOf: s(`DELETE FROM grants WHERE owner = ? AND origin = 'central'`),
+    centralGrantsOf: s<GrantFields>(`SELECT owner, grantee, filter, publish, subscribe FROM grants WHERE owner = ? AND origin = 'central'`),
+    bumpRevision: s(`INSERT INTO sync_state (k, v) VALUES ('rev', '1') ON CONFLICT (k) DO UPDATE SET v = CAST(v AS INTEGER) + 1`),
     removeGrantsOf: s('DELETE FROM grants WHERE owner = ? OR grantee = ?'),
     removeHandlersOf: s('DELETE FROM handler_roles WHERE handler = ? OR account = ?'),
     // Unchanged rows are left alone, so a full resync of the same data changes nothing.

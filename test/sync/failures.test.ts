@@ -33,8 +33,7 @@ async function gateway(t: Teardown, url: string, dataDir?: string): Promise<Acco
 async function caughtUp(b: AccountsBroker, c: Central, ms = 30_000): Promise<void> {
   const v = await c.counter()
   await until(() => (b.app.sync?.status?.hwm ?? -1) >= v && b.app.sync?.status?.state === 'ok', ms, `sync to reach ${v} (at ${b.app.sync?.status?.hwm}, ${b.app.sync?.status?.lastError ?? ''})`)
-  // The account service polls accounts.db every 0.1 s.
-  await sleep(400)
+  await until(() => b.app.accounts?.syncMark === b.app.sync?.status?.hwm, ms, 'perch to apply the synced accounts')
 }
 
 /** The central accounts this gateway's cache holds, read straight from accounts.db. */

@@ -25,12 +25,21 @@ async function gatewayWith(t: Teardown, url: string, dataDir?: string): Promise<
   return startAccountsBroker(t, { sync: { url, interval: 0.1, queryTimeout: 2, connectTimeout: 2, maxBackoff: 1 }, rules: { enabled: true, reloadInterval: 0.1 }, auth: { reloadInterval: 0.1 } }, dataDir === undefined ? {} : { dataDir })
 }
 
-/** Waits until the gateway has applied everything central holds now. */
+/** The running perch has applied what its files hold at mark `v`: rights in the ACL, rules in the engine. */
+function applied(b: AccountsBroker, v: number): boolean {
+  const rules = b.app.rules
+  // Equal to the sync's own mark: after an epoch change the counter may have gone back.
+  if (b.app.accounts?.syncMark !== b.app.sync?.status?.hwm || (b.app.sync?.status?.hwm ?? -1) < v || rules === undefined) return false
+  const storedRules = rules.store.rules()
+  const running = [...rules.engine.rules.values()].filter((r) => r.origin !== 'file')
+  return storedRules.length === running.length && storedRules.every((r) => rules.engine.rule(r.account, r.name)?.version === r.version)
+}
+
+/** Waits until the gateway has synced everything central holds now, and applied it. */
 async function caughtUp(b: AccountsBroker, c: Central, ms = 20_000): Promise<void> {
   const v = await c.counter()
   await until(() => (b.app.sync?.status?.hwm ?? -1) >= v && b.app.sync?.status?.state === 'ok', ms, `sync to reach ${v} (at ${b.app.sync?.status?.hwm}, ${b.app.sync?.status?.lastError ?? ''})`)
-  // The account and rule services poll their files every 0.1 s.
-  await new Promise((r) => setTimeout(r, 400))
+  await until(() => applied(b, v), ms, 'perch to apply the synced files')
 }
 
 const login = (b: AccountsBroker, username: string, password: string): Promise<number> =>
