@@ -36,4 +36,10 @@ export const ACCOUNT_MIGRATIONS: readonly string[] = [
      k TEXT PRIMARY KEY NOT NULL,
      v TEXT NOT NULL
    ) WITHOUT ROWID;`,
+  // Whose rights each commit changed (an account, the grantees of its grants, the handlers
+  // serving it), so perch recompiles only those; old rows are pruned by the writers.
+  `CREATE TABLE account_changes (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     account TEXT NOT NULL
+   );`,
 ]

@@ -98,6 +98,41 @@ export class AccountStore implements Disposable {
     return v === undefined ? undefined : Number(v)
   }
 
+  /**
+   * The accounts whose rights changed after change `seq`, and the newest change; undefined when
+   * the log no longer reaches back that far (or `seq` is from another file): reload everything.
+   */
+  changesSince(seq: number): { accounts: Set<string>; last: number } | undefined {
+    return this.#read(() => {
+      const last = this.#s.lastChange.get()?.seq ?? 0
+      if (seq > last) return undefined
+      if (seq === last) return { accounts: new Set<string>(), last }
+      const first = this.#s.firstChange.get()?.seq ?? 0
+      if (first > seq + 1) return undefined
+      return { accounts: new Set(this.#s.changedSince.all(seq).map((r) => r.account)), last }
+    })
+  }
+
+  /** The newest change, for a full reload to start from. */
+  lastChange(): number {
+    return this.#s.lastChange.get()?.seq ?? 0
+  }
+
+  /** What decides the rights of `ids`: their rows, the grants they hold, the accounts they serve. */
+  partial(ids: ReadonlySet<string>): AccountSnapshot {
+    return this.#read(() => {
+      const list = [...ids]
+      return {
+        accounts: list.flatMap((id) => {
+          const r = this.#s.account.get(id)
+          return r === undefined ? [] : [toAccount(r)]
+        }),
+        grants: list.flatMap((id) => this.#s.grantsTo.all(id).map(toGrant)),
+        handlers: list.flatMap((id) => this.#s.handlersOf.all(id)),
+      }
+    })
+  }
+
   /** True once after anyone (this process or another) committed since the last call. */
   changed(): boolean {
     const v = Number(this.#db.pragma('data_version')) + this.#localWrites
@@ -128,6 +163,7 @@ export class AccountStore implements Disposable {
       if (this.#s.account.get(id) !== undefined) return err(`account "${id}" exists`)
       const now = this.#clock.now()
       this.#s.addAccount.run(id, verifier ?? null, admin ? 1 : 0, now, now)
+      this.#touched(id)
       return ok(undefined)
     })
   }
@@ -148,6 +184,7 @@ export class AccountStore implements Disposable {
   removeAccount(id: string): Result<void, string> {
     return this.#write(() => {
       if (this.#s.removeAccount.run(id) === 0) return err(`no account "${id}"`)
+      this.#touched(id, ...this.#s.granteesOf.all(id).map((r) => r.grantee), ...this.#s.handlersServing.all(id).map((r) => r.handler))
       this.#s.removeGrantsOf.run(id, id)
       this.#s.removeHandlersOf.run(id, id)
       return ok(undefined)
@@ -161,6 +198,7 @@ export class AccountStore implements Disposable {
       const publish = rights.publish || old?.publish === 1
       const subscribe = rights.subscribe || old?.subscribe === 1
       this.#s.putGrant.run(owner, grantee, filter, publish ? 1 : 0, subscribe ? 1 : 0, this.#clock.now())
+      this.#touched(grantee)
       return ok({ owner, grantee, filter, publish, subscribe })
     })
   }
@@ -170,6 +208,7 @@ export class AccountStore implements Disposable {
     return this.#write(() => {
       const old = this.#s.grant.get(owner, grantee, filter)
       if (old === undefined) return err(`no grant of "${filter}" from "${owner}" to "${grantee}"`)
+      this.#touched(grantee)
       const publish = old.publish === 1 && !rights.publish
       const subscribe = old.subscribe === 1 && !rights.subscribe
       if (!publish && !subscribe) {
@@ -184,12 +223,17 @@ export class AccountStore implements Disposable {
   addHandler(handler: string, account: string, filter: string): Result<void, string> {
     return this.#write(() => {
       this.#s.putHandler.run(handler, account, filter, this.#clock.now())
+      this.#touched(handler)
       return ok(undefined)
     })
   }
 
   removeHandler(handler: string, account: string, filter: string): Result<void, string> {
-    return this.#write(() => (this.#s.removeHandler.run(handler, account, filter) === 0 ? err(`"${handler}" does not serve "${account}" on "${filter}"`) : ok(undefined)))
+    return this.#write(() => {
+      if (this.#s.removeHandler.run(handler, account, filter) === 0) return err(`"${handler}" does not serve "${account}" on "${filter}"`)
+      this.#touched(handler)
+      return ok(undefined)
+    })
   }
 
   dispose(): void {
@@ -197,7 +241,13 @@ export class AccountStore implements Disposable {
   }
 
   #changed(changes: number, id: string): Result<void, string> {
-    return changes === 0 ? err(`no account "${id}"`) : ok(undefined)
+    if (changes === 0) return err(`no account "${id}"`)
+    this.#touched(id)
+    return ok(undefined)
+  }
+
+  #touched(...ids: string[]): void {
+    recordChanges(this.#s, ids)
   }
 
   #read<T>(fn: () => T): T {
@@ -233,6 +283,9 @@ function prepare(db: Database) {
   return {
     state: s<{ v: string }>('SELECT v FROM sync_state WHERE k = ?'),
     bumpRevision: s(`INSERT INTO sync_state (k, v) VALUES ('rev', '1') ON CONFLICT (k) DO UPDATE SET v = CAST(v AS INTEGER) + 1`),
+    ...changeStatements(db),
+    grantsTo: s<RawGrant>('SELECT owner, grantee, filter, publish, subscribe FROM grants WHERE grantee = ?'),
+    handlersOf: s<HandlerRow>('SELECT handler, account, filter FROM handler_roles WHERE handler = ?'),
     accounts: s<RawAccount>('SELECT id, verifier, admin, enabled, created_at FROM accounts ORDER BY id'),
     account: s<RawAccount>('SELECT id, verifier, admin, enabled, created_at FROM accounts WHERE id = ?'),
     countAccounts: s<{ n: number }>('SELECT count(*) AS n FROM accounts'),
@@ -254,6 +307,33 @@ function prepare(db: Database) {
     putHandler: s('INSERT OR IGNORE INTO handler_roles (handler, account, filter, created_at) VALUES (?, ?, ?, ?)'),
     removeHandler: s('DELETE FROM handler_roles WHERE handler = ? AND account = ? AND filter = ?'),
   }
+}
+
+/** Rows of account_changes kept: a perch further behind than this reloads everything. */
+const CHANGES_KEPT = 10_000
+
+/** The statements every writer of accounts.db uses to log whose rights it changed. */
+export function changeStatements(db: Database) {
+  const s = <R = unknown>(sql: string): Statement<R> => db.prepare<R>(sql)
+  return {
+    logChange: s('INSERT INTO account_changes (account) VALUES (?)'),
+    pruneChanges: s('DELETE FROM account_changes WHERE seq <= (SELECT max(seq) FROM account_changes) - ?'),
+    lastChange: s<{ seq: number }>('SELECT max(seq) AS seq FROM account_changes'),
+    firstChange: s<{ seq: number }>('SELECT min(seq) AS seq FROM account_changes'),
+    changedSince: s<{ account: string }>('SELECT DISTINCT account FROM account_changes WHERE seq > ?'),
+    granteesOf: s<{ grantee: string }>('SELECT DISTINCT grantee FROM grants WHERE owner = ?'),
+    handlersServing: s<{ handler: string }>('SELECT DISTINCT handler FROM handler_roles WHERE account = ?'),
+  }
+}
+
+/** Logs `ids` as changed (inside the caller's transaction) and prunes the log. */
+export function recordChanges(s: ReturnType<typeof changeStatements>, ids: Iterable<string>): void {
+  let any = false
+  for (const id of new Set(ids)) {
+    s.logChange.run(id)
+    any = true
+  }
+  if (any) s.pruneChanges.run(CHANGES_KEPT)
 }
 
 function toAccount(r: RawAccount): AccountRow {

@@ -50,6 +50,8 @@ export class AccountService implements Disposable {
   #lastError: string | undefined
   #revision = -1
   #syncMark: number | undefined
+  /** The account_changes row the rights in force include. */
+  #lastChange = 0
 
   private constructor(store: AccountStore, settings: AccountSettings, clock: Clock, logger: Logger, jwt: JwtVerifier | undefined) {
     this.store = store
@@ -59,6 +61,7 @@ export class AccountService implements Disposable {
     this.#passwords = new PasswordChecker()
     const now = (): number => clock.now()
     store.changed()
+    this.#lastChange = store.lastChange()
     this.hooks = new AccountHooks(new Acl(store.snapshot()), {
       passwords: this.#passwords,
       jwt,
@@ -98,16 +101,31 @@ export class AccountService implements Disposable {
     this.#schedule()
   }
 
-  /** Recompiles the rights from the store and applies them to every live client and session. */
-  reload(cause: string): void {
+  /**
+   * Recompiles the rights that changed since the last reload (all of them when the change log
+   * does not reach back, or when many changed) and applies them to the live clients and sessions
+   * of the accounts concerned.
+   */
+  reload(cause: string, everything = false): void {
     const old = this.hooks.acl
     let next: Acl
+    /** Whose rights may have changed; undefined: anyone's. */
+    let affected: ReadonlySet<string> | undefined
     try {
       this.store.changed()
       // Read before the rows: a write in between makes the next check reload again, never skip.
       const revision = this.store.revision()
       const mark = this.store.syncMark()
-      next = new Acl(this.store.snapshot())
+      const changes = everything ? undefined : this.store.changesSince(this.#lastChange)
+      if (changes === undefined || changes.accounts.size > PATCH_LIMIT) {
+        const last = this.store.lastChange()
+        next = new Acl(this.store.snapshot())
+        this.#lastChange = last
+      } else {
+        next = Acl.patched(old, changes.accounts, this.store.partial(changes.accounts))
+        this.#lastChange = changes.last
+        affected = changes.accounts
+      }
       this.#revision = revision
       this.#syncMark = mark
     } catch (e) {
@@ -121,8 +139,9 @@ export class AccountService implements Disposable {
     this.hooks.setAcl(next)
     const broker = this.#broker
     if (broker === undefined) return
+    const concerned = (c: ClientInfo): boolean => affected === undefined || (c.account !== undefined && affected.has(c.account))
     const dropped = (c: ClientInfo): string | undefined => {
-      if (c.account === undefined || c.clientId.startsWith(LOCAL_CLIENT_PREFIX)) return undefined
+      if (c.account === undefined || c.clientId.startsWith(LOCAL_CLIENT_PREFIX) || !concerned(c)) return undefined
       const before = old.account(c.account)
       const now = next.account(c.account)
       if (before === undefined) return undefined
@@ -132,10 +151,10 @@ export class AccountService implements Disposable {
       if (c.via === 'password' && now.verifier !== before.verifier) return 'password changed'
       return undefined
     }
-    for (const a of old.accounts.values()) if (next.account(a.id)?.verifier !== a.verifier) this.#passwords.forget(a.id)
+    for (const id of affected ?? old.accounts.keys()) if (next.account(id)?.verifier !== old.account(id)?.verifier) this.#passwords.forget(id)
     const kicked = broker.kick((c) => dropped(c) !== undefined, RC.ADMINISTRATIVE_ACTION, 'account changed')
-    const withdrawn = broker.reauthorize(() => true)
-    this.#logger.info('accounts.reloaded', { cause, accounts: next.accounts.size, kicked, withdrawn })
+    const withdrawn = broker.reauthorize(concerned)
+    this.#logger.info('accounts.reloaded', { cause, accounts: next.accounts.size, changed: affected?.size ?? 'all', kicked, withdrawn })
   }
 
   /** The central change-log mark of the rights in force (what the sync had applied when they were read). */
@@ -156,11 +175,22 @@ export class AccountService implements Disposable {
    */
   #changedOutside(): void {
     const mark = this.store.syncMark()
-    if (this.store.revision() === this.#revision) {
+    // After a failed reload, or when the tables cannot be read, reload it all: that reports or recovers.
+    const suspect = this.#lastError !== undefined || !this.#readable()
+    if (!suspect && this.store.revision() === this.#revision) {
       this.#syncMark = mark
       return
     }
-    this.reload('accounts changed outside perch')
+    this.reload('accounts changed outside perch', suspect)
+  }
+
+  #readable(): boolean {
+    try {
+      this.store.accountCount()
+      return true
+    } catch {
+      return false
+    }
   }
 
   #schedule(): void {
@@ -174,6 +204,9 @@ export class AccountService implements Disposable {
     })
   }
 }
+
+/** Beyond this many changed accounts a full recompile is as cheap as patching. */
+const PATCH_LIMIT = 2000
 
 async function createFirstAdmin(store: AccountStore, dataDir: string, logger: Logger): Promise<void> {
   const password = randomPassword()

@@ -67,6 +67,20 @@ export class Acl {
     }
   }
 
+  /**
+   * A copy of `old` with the rights of `ids` taken from `part` (their rows, the grants they hold,
+   * the accounts they serve): what a full compile of the store would give, at the cost of the
+   * changed accounts. Read caches of the others are kept.
+   */
+  static patched(old: Acl, ids: ReadonlySet<string>, part: AccountSnapshot): Acl {
+    const next = new Acl(part)
+    for (const [id, row] of old.#accounts) if (!ids.has(id)) next.#accounts.set(id, row)
+    for (const [grantee, owners] of old.#grants) if (!ids.has(grantee)) next.#grants.set(grantee, owners)
+    for (const [handler, served] of old.#handlers) if (!ids.has(handler)) next.#handlers.set(handler, served)
+    for (const [id, cache] of old.#reads) if (!ids.has(id)) next.#reads.set(id, cache)
+    return next
+  }
+
   account(id: string): AccountRow | undefined {
     return this.#accounts.get(id)
   }

@@ -5,7 +5,7 @@ import type { Disposable } from '../core/scope.js'
 import { type Database, type DbError, openSharedDatabase, type Statement } from '../db/index.js'
 import { accountIdProblem } from './account-id.js'
 import { ACCOUNT_MIGRATIONS } from './account-schema.js'
-import { ACCOUNTS_FILE } from './account-store.js'
+import { ACCOUNTS_FILE, changeStatements, recordChanges } from './account-store.js'
 import { parseVerifier } from './password.js'
 
 export interface CentralAccount {
@@ -98,36 +98,44 @@ export class CentralAccountCache implements Disposable {
     })
     const now = this.#clock.now()
     let removed = 0
-    // Whether any row changed: a sync that only moves the mark must not make perch recompile rights.
-    let changes = 0
+    // Whose rights changed: a sync that only moves the mark must not make perch recompile any.
+    const touched = new Set<string>()
     this.#db.exec('BEGIN IMMEDIATE')
     let done = false
     try {
       const gone = change.full ? this.#s.centralIds.all().map((r) => r.id) : change.keys
       // Grants are compared before and after: deleting and re-inserting the same ones is no change.
-      const grantsBefore = new Set<string>()
+      const grantsBefore = new Map<string, string>()
       for (const id of gone) {
-        for (const g of this.#s.centralGrantsOf.all(id)) grantsBefore.add(grantKey(g))
+        for (const g of this.#s.centralGrantsOf.all(id)) grantsBefore.set(grantKey(g), g.grantee)
         this.#s.removeCentralGrantsOf.run(id)
         if (visible.has(id)) continue
-        if (this.#s.removeCentral.run(id) > 0) {
-          changes += this.#s.removeGrantsOf.run(id, id) + this.#s.removeHandlersOf.run(id, id) + 1
-          removed++
-        }
+        if (this.#s.local.get(id)?.origin !== 'central') continue
+        touched.add(id)
+        for (const r of this.#s.granteesOf.all(id)) touched.add(r.grantee)
+        for (const r of this.#s.handlersServing.all(id)) touched.add(r.handler)
+        this.#s.removeCentral.run(id)
+        this.#s.removeGrantsOf.run(id, id)
+        this.#s.removeHandlersOf.run(id, id)
+        removed++
       }
       for (const a of accounts) {
         // A verifier this perch cannot read leaves the account without password logins.
         const verifier = a.verifier !== null && parseVerifier(a.verifier) !== undefined ? a.verifier : null
         if (a.verifier !== null && verifier === null) skipped.push(`account "${a.name}": its verifier is not one this perch can check`)
-        changes += this.#s.upsert.run(a.name, verifier, a.admin ? 1 : 0, a.enabled ? 1 : 0, now, now)
+        if (this.#s.upsert.run(a.name, verifier, a.admin ? 1 : 0, a.enabled ? 1 : 0, now, now) > 0) touched.add(a.name)
       }
-      const grantsAfter = new Set<string>()
+      const grantsAfter = new Map<string, string>()
       for (const g of grants) {
         this.#s.putGrant.run(g.owner, g.grantee, g.filter, g.publish ? 1 : 0, g.subscribe ? 1 : 0, now)
-        grantsAfter.add(grantKey({ ...g, publish: g.publish ? 1 : 0, subscribe: g.subscribe ? 1 : 0 }))
+        grantsAfter.set(grantKey({ ...g, publish: g.publish ? 1 : 0, subscribe: g.subscribe ? 1 : 0 }), g.grantee)
       }
-      if (grantsAfter.size !== grantsBefore.size || [...grantsAfter].some((k) => !grantsBefore.has(k))) changes++
-      if (changes > 0) this.#s.bumpRevision.run()
+      for (const [k, grantee] of grantsBefore) if (!grantsAfter.has(k)) touched.add(grantee)
+      for (const [k, grantee] of grantsAfter) if (!grantsBefore.has(k)) touched.add(grantee)
+      if (touched.size > 0) {
+        recordChanges(this.#s, touched)
+        this.#s.bumpRevision.run()
+      }
       this.#s.setState.run('hwm', String(change.mark.hwm))
       this.#s.setState.run('epoch', change.mark.epoch)
       this.#db.exec('COMMIT')
@@ -158,6 +166,8 @@ function grantKey(g: GrantFields): string {
 function prepare(db: Database) {
   const s = <R = unknown>(sql: string): Statement<R> => db.prepare<R>(sql)
   return {
+    ...changeStatements(db),
+    local: s<{ origin: string }>('SELECT origin FROM accounts WHERE id = ?'),
     state: s<{ v: string }>('SELECT v FROM sync_state WHERE k = ?'),
     setState: s('INSERT INTO sync_state (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v'),
     centralIds: s<{ id: string }>(`SELECT id FROM accounts WHERE origin = 'central'`),
