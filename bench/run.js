@@ -2,10 +2,11 @@
 // Rules are in /work/shared/PERFORMANCE.md; how to read the output is at the top
 // of bench/RESULTS.md. Usage: node bench/run.js --help
 import { fork, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import * as br from './brokers.js'
+import { prependSection } from './results-file.js'
 
 const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,perch-acl,mosquitto,aedes] [--out FILE]
 scenarios: fanin fanout pairs pairs-qos1 latency conns idle rules (default: all)
@@ -479,14 +480,6 @@ function report(opts, ctx, results) {
   return out.join('\n')
 }
 
-const MARKER = '<!-- bench/run.js inserts new runs below this line, newest first -->'
-
-function prepend(file, section) {
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : ''
-  const at = old.indexOf(MARKER)
-  const text = at >= 0 ? `${old.slice(0, at + MARKER.length)}\n\n${section}\n${old.slice(at + MARKER.length).replace(/^\n+/, '')}` : `${section}\n${old}`
-  writeFileSync(file, text)
-}
 
 // --- main --------------------------------------------------------------------
 
@@ -551,7 +544,7 @@ async function main() {
   const section = report(opts, ctx, results)
   console.log(section)
   if (opts.out) {
-    prepend(opts.out, section)
+    prependSection(opts.out, section)
     console.error(`bench: prepended to ${opts.out}`)
   }
 }

@@ -8,6 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import * as br from './brokers.js'
+import { prependSection } from './results-file.js'
 import { MARIADB_OPTIONS, mariadbVersion, startMariaDb } from './sync-mariadb.js'
 
 const USAGE = `usage: node bench/sync.js [--reps N] [--out FILE] [--rule-accounts N] [--keep-logs DIR]
@@ -673,14 +674,6 @@ function renderReport(server, plan, reps, started, totalMs, loadAvg) {
   return lines.join('\n')
 }
 
-const MARKER = '<!-- bench/run.js inserts new runs below this line, newest first -->'
-
-function prepend(file, section) {
-  const old = existsSync(file) ? readFileSync(file, 'utf8') : ''
-  const at = old.indexOf(MARKER)
-  const text = at >= 0 ? `${old.slice(0, at + MARKER.length)}\n\n${section}\n${old.slice(at + MARKER.length).replace(/^\n+/, '')}` : `${section}\n${old}`
-  writeFileSync(file, text)
-}
 
 // --- main ---------------------------------------------------------------------------------------
 
@@ -721,7 +714,7 @@ async function main() {
   }
   const report = renderReport(server, plan, reps, started, performance.now() - t0, loadAvg)
   console.log(report)
-  if (opts.out) prepend(opts.out, report)
+  if (opts.out) prependSection(opts.out, report)
 }
 
 main().then(
