@@ -64,8 +64,8 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   'quickjs-emscripten-core': { file: 'scripting/quickjs.ts' },
   '@jitl/quickjs-wasmfile-release-sync': { file: 'scripting/quickjs.ts' },
   '@jitl/quickjs-wasmfile-debug-sync': { file: 'scripting/quickjs.ts' },
-  serialport: { dir: 'bridges/' },
-  onoff: { dir: 'bridges/' },
+  serialport: { file: 'bridges/serial/serial-port.ts' },
+  onoff: { file: 'bridges/gpio/onoff-backend.ts' },
   mysql2: { file: 'sync/mysql.ts' },
 }
 
