@@ -6,6 +6,7 @@ import type { JwtSettings } from '../auth/jwt.js'
 import type { MysqlUsersHooks } from '../auth/mysql-users-hooks.js'
 import { OpenHooks } from '../auth/open.js'
 import { StaticRuleHooks } from '../auth/static-rules.js'
+import type { BridgeService } from '../bridges/service.js'
 import type { Clock } from '../core/clock.js'
 import { DeadlineQueue } from '../core/deadlines.js'
 import { ConfigError, describeError } from '../core/errors.js'
@@ -18,6 +19,7 @@ import type { ConnectionLimits, TransportServices } from '../mqtt/transport/cont
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
 import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
 import { RulesService } from '../scripting/engine/rules-service.js'
+import { startBridges } from './bridges.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
 import { openMysqlUsers } from './mysql-users.js'
 import { openSessionStore } from './store.js'
@@ -51,6 +53,8 @@ export class App {
   readonly rules: RulesService | undefined
   /** When a central database is configured. */
   readonly sync: SyncService | undefined
+  /** The sensor bridges, unless devices.enabled is false. */
+  readonly bridges: BridgeService | undefined
   #stopping: Promise<void> | undefined
 
   private constructor(parts: {
@@ -65,11 +69,13 @@ export class App {
     mysqlUsers: MysqlUsersHooks | undefined
     rules: RulesService | undefined
     sync: SyncService | undefined
+    bridges: BridgeService | undefined
   }) {
     this.accounts = parts.accounts
     this.mysqlUsers = parts.mysqlUsers
     this.rules = parts.rules
     this.sync = parts.sync
+    this.bridges = parts.bridges
     this.broker = parts.broker
     this.listeners = parts.listeners
     this.#connections = parts.connections
@@ -152,8 +158,16 @@ export class App {
       await rules?.dispose()
       await abort(e)
     }
+    // Sensors are not worth failing the gateway for: a broken device file or bridge is logged and skipped.
+    let bridges: BridgeService | undefined
+    try {
+      bridges = await startBridges(config, broker, clock, logger)
+    } catch (e) {
+      logger.error('bridges.start-failed', { error: describeError(e) })
+    }
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
     if (sync !== undefined) sys?.addSource(() => syncSysEntries(sync.status, clock.now()))
+    if (bridges !== undefined) sys?.addSource(() => bridges.sysEntries())
     sys?.start()
     logger.info('perch.started', {
       version: deps.version,
@@ -163,7 +177,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync })
+    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges })
   }
 
   stop(): Promise<void> {
@@ -177,6 +191,7 @@ export class App {
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
+    await this.bridges?.dispose()
     await this.sync?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()

@@ -73,6 +73,16 @@ export interface PerchConfig {
   rules: RulesConfig
   /** The central database this gateway takes its accounts, grants and rules from; none when absent. */
   sync?: SyncConfig | undefined
+  devices: DevicesConfig
+}
+
+/** Sensor bridges: device mapping files (one device per JSON file) and the board they run on. */
+export interface DevicesConfig {
+  enabled: boolean
+  /** The folder of device files; <dataDir>/devices when absent. */
+  dir?: string | undefined
+  /** A board profile name (device/boards); detected from /proc/device-tree/model when absent. */
+  board?: string | undefined
 }
 
 /** Where a MySQL server is: an inline URL or a file holding one (it carries a password). */
@@ -183,6 +193,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
     sys: { interval: 10 },
     persistence: { mode: 'sqlite', file: 'perch.db', synchronous: 'full', commitIntervalMs: 5, commitMaxWrites: 1000, onCorrupt: 'fail' },
     rules: { enabled: true, failureLimit: 5, coolOff: 60, reloadInterval: 1 },
+    devices: { enabled: true },
   }
 }
 
@@ -293,6 +304,15 @@ const schema: JsonSchema = {
         reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
       },
     },
+    devices: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        dir: { type: 'string', minLength: 1 },
+        board: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
+      },
+    },
     sync: {
       type: 'object',
       additionalProperties: false,
@@ -344,6 +364,7 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     persistence: { ...base.persistence, ...c.persistence },
     rules: { ...base.rules, ...c.rules },
     sync: c.sync === undefined ? base.sync : { ...SYNC_DEFAULTS, ...base.sync, ...c.sync },
+    devices: { ...base.devices, ...c.devices },
   }
   const problem = crossCheck(config)
   return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))
