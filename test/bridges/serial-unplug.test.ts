@@ -78,3 +78,28 @@ t.test('the bridge survives SIGKILL and SIGTERM of the device while data flows',
     'every published reading is a whole line',
   )
 })
+
+t.test('a hang-up right after open (where the binding may spin without any event) is caught and the spin stops', async (t) => {
+  const r = await rig(t)
+  r.bridge.start()
+  let pair = r.pair
+  const reasons: string[] = []
+  for (let round = 0; round < 4; round++) {
+    await until(() => r.lastStatus()?.state === 'online', 10_000, `online (round ${round})`)
+    r.simWrite(`${round}\n`)
+    await pair.kill('SIGKILL')
+    const killedAt = Date.now()
+    await until(() => r.lastStatus()?.state === 'offline', 5000, `offline (round ${round})`)
+    const detectMs = Date.now() - killedAt
+    reasons.push(`${r.lastStatus()?.lastError ?? '?'} after ${detectMs} ms`)
+    const cpu0 = process.cpuUsage()
+    const t0 = process.hrtime.bigint()
+    await sleep(1200)
+    const used = process.cpuUsage(cpu0)
+    const cores = (used.user + used.system) / 1e6 / (Number(process.hrtime.bigint() - t0) / 1e9)
+    t.ok(cores < 0.3, `round ${round}: CPU after detection ${cores.toFixed(3)} core`)
+    pair = await startSocat(t, r.dev, r.sim)
+  }
+  t.comment(`detections: ${reasons.join('; ')}`)
+  await until(() => r.lastStatus()?.state === 'online', 10_000, 'online at the end')
+})
