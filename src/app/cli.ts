@@ -34,6 +34,7 @@ Commands:
   rule ...              push, list, rm, run, logs account rules
   central ...           administer the central MySQL database gateways sync from
   sync status           how this gateway's sync with the central database stands
+  devices check|list    validate device files; list devices with their live state
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
   help [command]        show help
@@ -87,6 +88,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return grantCommand(rest, io)
     case 'rule':
       return ruleCommand(rest, io)
+    case 'devices':
+      return (await import('./devices-cli.js')).devicesCommand(rest, io)
     case 'sync':
       return (await import('./sync-cli.js')).syncCommand(rest, io)
     case 'central':

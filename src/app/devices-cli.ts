@@ -1,0 +1,210 @@
+// `perch devices check|list`: validates device files without starting anything, and shows the
+// configured devices with their live state when perch runs (from the status file it keeps).
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { formatFileError } from '../bridges/boards.js'
+import { describeDevice, type LoadResult, loadDevicePaths, loadDevicesDir } from '../bridges/config-loader.js'
+import type { DeviceConfig } from '../bridges/device-config.js'
+import type { DevicesStatusFile } from '../bridges/service.js'
+import { ConfigError, describeError } from '../core/errors.js'
+import { table } from './account-cli-common.js'
+import { DEVICES_STATUS_FILE, devicesDir, resolveBoard } from './bridges.js'
+import type { Io } from './cli.js'
+import { defaultConfig, loadConfigFile, type PerchConfig } from './config.js'
+
+export const DEVICES_HELP = `Usage: perch devices check [PATH...] [options]
+       perch devices list [--json] [options]
+
+check  validates device files (files or folders; default: the configured devices
+       directory, devices.dir, else <dataDir>/devices) without starting anything.
+       Exits 1 naming each bad file with the key and the reason; 0 with one line
+       per good file.
+list   the configured devices (kind, account, topics, enabled) and, while perch
+       runs, their live state and counters (from <dataDir>/${DEVICES_STATUS_FILE}).
+
+Options:
+  --config FILE    JSON config file (its dataDir and devices section)
+  --data-dir DIR   state directory (default: dataDir of --config, else
+                   $STATE_DIRECTORY, $PERCH_DATA_DIR or ./perch-data)
+  --board NAME     board profile for GPIO devices that name none (default:
+                   devices.board, else detected from /proc/device-tree/model)
+  --json           list: print JSON
+  -h, --help       show this help
+`
+
+export async function devicesCommand(args: readonly string[], io: Io): Promise<number> {
+  const [sub, ...rest] = args
+  if (sub === undefined) {
+    io.err(DEVICES_HELP)
+    return 2
+  }
+  if (sub === '-h' || sub === '--help' || sub === 'help') {
+    io.out(DEVICES_HELP)
+    return 0
+  }
+  if (sub !== 'check' && sub !== 'list') {
+    io.err(`perch devices: unknown command "${sub}"\n\n${DEVICES_HELP}`)
+    return 2
+  }
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(rest)
+  } catch (e) {
+    io.err(`perch devices ${sub}: ${describeError(e)}\n\n${DEVICES_HELP}`)
+    return 2
+  }
+  const { values, positionals } = parsed
+  if (values.help === true) {
+    io.out(DEVICES_HELP)
+    return 0
+  }
+  if (sub === 'list' && positionals.length > 0) {
+    io.err(`perch devices list: takes no arguments\n\n${DEVICES_HELP}`)
+    return 2
+  }
+  let config: PerchConfig
+  try {
+    config = effectiveConfig(values, io.env)
+  } catch (e) {
+    io.err(`perch devices: ${describeError(e)}\n`)
+    return 1
+  }
+  const board = values.board ?? resolveBoard(config).board
+  return sub === 'check' ? check(config, board, positionals, io) : list(config, board, values.json === true, io)
+}
+
+function parse(args: readonly string[]) {
+  return parseArgs({
+    args: [...args],
+    strict: true,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string' },
+      'data-dir': { type: 'string' },
+      board: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  })
+}
+
+function effectiveConfig(values: ReturnType<typeof parse>['values'], env: NodeJS.ProcessEnv): PerchConfig {
+  let config = defaultConfig(env)
+  if (values.config !== undefined) {
+    const loaded = loadConfigFile(values.config, config)
+    if (loaded instanceof ConfigError) throw loaded
+    config = loaded
+  }
+  if (values['data-dir'] !== undefined) config = { ...config, dataDir: values['data-dir'] }
+  return config
+}
+
+function check(config: PerchConfig, board: string, paths: readonly string[], io: Io): number {
+  let result: LoadResult
+  if (paths.length === 0) {
+    const dir = devicesDir(config)
+    if (!existsSync(dir)) {
+      io.out(`no devices directory at ${dir}: nothing to check\n`)
+      return 0
+    }
+    result = loadDevicesDir(dir, { board })
+    if (result.files.length === 0) io.out(`no device files (*.json) in ${dir}\n`)
+  } else {
+    result = loadDevicePaths(paths, { board })
+  }
+  const bad = new Set(result.errors.map((e) => e.file))
+  for (const e of result.errors) io.err(`${formatFileError(e)}\n`)
+  for (const d of result.devices) io.out(`ok  ${d.file}: ${describeDevice(d)}\n`)
+  if (bad.size > 0) {
+    io.err(`${bad.size} bad file${bad.size === 1 ? '' : 's'}, ${result.devices.length} good\n`)
+    return 1
+  }
+  return 0
+}
+
+interface LiveStatus {
+  readonly running: boolean
+  readonly file: DevicesStatusFile | undefined
+  readonly why: string
+}
+
+/** Reads the status file; perch counts as running when it is fresh, not marked stopped, and its pid lives. */
+function readStatus(config: PerchConfig, now: number): LiveStatus {
+  const path = join(config.dataDir, DEVICES_STATUS_FILE)
+  let file: DevicesStatusFile
+  try {
+    file = JSON.parse(readFileSync(path, 'utf8')) as DevicesStatusFile
+  } catch {
+    return { running: false, file: undefined, why: `no ${path}` }
+  }
+  if (file.stoppedAt !== undefined && file.stoppedAt !== null) return { running: false, file, why: `perch stopped at ${new Date(file.stoppedAt).toISOString()}` }
+  if (now - file.writtenAt > 3 * file.heartbeatMs) return { running: false, file, why: `${path} is stale (written ${new Date(file.writtenAt).toISOString()})` }
+  if (!pidAlive(file.pid)) return { running: false, file, why: `process ${file.pid} is gone` }
+  return { running: true, file, why: '' }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+function topicsOf(d: DeviceConfig): string[] {
+  switch (d.kind) {
+    case 'serial':
+      return d.command === undefined ? [d.topic] : [d.topic, d.command.topic]
+    case 'gpio':
+      return [...d.inputs.map((i) => i.topic), ...d.outputs.map((o) => o.topic)]
+    case 'onewire':
+      return [d.topic]
+  }
+}
+
+function list(config: PerchConfig, board: string, json: boolean, io: Io): number {
+  const dir = devicesDir(config)
+  const loaded = loadDevicesDir(dir, { board })
+  const live = readStatus(config, Date.now())
+  const statusOf = (name: string) => (live.running ? live.file?.devices.find((s) => s.device === name) : undefined)
+  if (json) {
+    const devices = loaded.devices.map((d) => ({ ...d, status: statusOf(d.name) ?? null }))
+    io.out(`${JSON.stringify({ dir, board, running: live.running, devices, problems: loaded.errors }, null, 2)}\n`)
+    return 0
+  }
+  if (loaded.devices.length === 0 && loaded.errors.length === 0) {
+    io.out(`no devices in ${dir}\n`)
+    return 0
+  }
+  const header = ['DEVICE', 'KIND', 'ACCOUNT', 'ENABLED', 'STATE', 'PUBLISHED', 'REJECTED', 'DISCONNECTS', 'TOPICS']
+  const rows = loaded.devices.map((d) => {
+    const s = statusOf(d.name)
+    const n = (v: number | undefined): string => (v === undefined ? '-' : String(v))
+    return [
+      d.name,
+      d.kind,
+      d.account,
+      d.enabled ? 'yes' : 'no',
+      s === undefined ? '-' : s.state,
+      n(s?.counters.published),
+      n(s?.counters.rejected),
+      n(s?.counters.disconnects),
+      topicsOf(d).join(' '),
+    ]
+  })
+  io.out(table(header, rows))
+  if (!live.running) io.out(`\nperch is not running (${live.why}): no live state\n`)
+  else {
+    const errors = loaded.devices.flatMap((d) => {
+      const e = statusOf(d.name)?.lastError
+      return e === undefined || e === null ? [] : [`  ${d.name}: ${e}\n`]
+    })
+    if (errors.length > 0) io.out(`\nlast errors:\n${errors.join('')}`)
+  }
+  if (loaded.errors.length > 0) {
+    io.out(`\ninvalid files (skipped; see perch devices check):\n${loaded.errors.map((e) => `  ${formatFileError(e)}\n`).join('')}`)
+  }
+  return 0
+}
