@@ -316,7 +316,8 @@ t.test('a failing backend makes the device offline with its message, and it retr
 })
 
 t.test('a missing gpiochip label gives the backend message', async (t) => {
-  const { gpio, bridge } = setup([input('door', 17)], [])
+  const s = setup([input('door', 17)], [])
+  const { gpio, bridge } = s
   gpio.failBase = { code: 'EGPIO_NO_CHIP', message: 'no gpiochip labelled pinctrl-bcm2711 under /sys/class/gpio; found gpiochip571 (label pinctrl-rp1, base 571, ngpio 54)' }
   const states: string[] = []
   bridge.onStatus((s) => states.push(s.state))
@@ -324,6 +325,11 @@ t.test('a missing gpiochip label gives the backend message', async (t) => {
   await settle()
   t.same(states, ['offline'])
   t.match(bridge.status().lastError, /found gpiochip571 \(label pinctrl-rp1/)
+  const { clock } = s
+  clock.advance(5_000)
+  await settle()
+  t.equal(bridge.status().counters.errors, 2, 'retried')
+  t.same(states, ['offline'], 'the same failure again is not announced again')
   await bridge.dispose()
 })
 

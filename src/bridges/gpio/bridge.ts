@@ -119,8 +119,9 @@ class GpioBridge implements Bridge {
   }
 
   #setState(state: StatusState, lastError: string | undefined): void {
+    if (state === this.#state && lastError === this.#lastError) return
+    if (state !== this.#state) this.#since = this.#ctx.clock.now()
     this.#state = state
-    this.#since = this.#ctx.clock.now()
     this.#lastError = lastError
     const shown = state === 'online' ? 'online' : 'offline'
     const topic = `/${this.#ctx.port.account}/devices/${this.device}/status`
