@@ -93,5 +93,13 @@ async function loadFactories(devices: readonly DeviceConfig[], boards: ReadonlyM
       factories.gpio = unavailable('gpio', e)
     }
   }
+  if (kinds.has('onewire')) {
+    try {
+      const onewire = await import('../bridges/onewire/index.js')
+      factories.onewire = (config, ctx) => onewire.createOneWireBridge(config, ctx)
+    } catch (e) {
+      factories.onewire = unavailable('onewire', e)
+    }
+  }
   return factories
 }
