@@ -22,6 +22,7 @@ import { RulesService } from '../scripting/engine/rules-service.js'
 import { startBridges } from './bridges.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
 import { openMysqlUsers } from './mysql-users.js'
+import { writeStatusFile } from './status-file.js'
 import { openSessionStore } from './store.js'
 import { SyncService } from './sync-service.js'
 import { syncSysEntries } from './sync-sys.js'
@@ -168,6 +169,9 @@ export class App {
     const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
     if (sync !== undefined) sys?.addSource(() => syncSysEntries(sync.status, clock.now()))
     if (bridges !== undefined) sys?.addSource(() => bridges.sysEntries())
+    sys?.onPublish((entries) =>
+      writeStatusFile(config.dataDir, { pid: process.pid, version: deps.version, writtenAt: clock.now(), interval: config.sys.interval, entries: Object.fromEntries(entries) }),
+    )
     sys?.start()
     logger.info('perch.started', {
       version: deps.version,

@@ -11,6 +11,7 @@ export class SysPublisher implements Disposable {
   readonly #version: string
   #timer: TimerHandle | undefined
   readonly #sources = new Set<() => [string, string][]>()
+  readonly #watchers = new Set<(entries: [string, string][]) => void>()
 
   constructor(broker: Broker, clock: Clock, intervalMs: number, version: string) {
     this.#broker = broker
@@ -24,8 +25,16 @@ export class SysPublisher implements Disposable {
     this.#schedule()
   }
 
+  /** Called with every set of entries published (for the status file); returns the undo. */
+  onPublish(fn: (entries: [string, string][]) => void): () => void {
+    this.#watchers.add(fn)
+    return () => this.#watchers.delete(fn)
+  }
+
   publishNow(): void {
-    for (const [topic, value] of this.snapshot()) {
+    const entries = this.snapshot()
+    for (const fn of this.#watchers) fn(entries)
+    for (const [topic, value] of entries) {
       this.#broker.publish(
         createMessage({
           topic: `$SYS/broker/${topic}`,
