@@ -97,7 +97,7 @@ t.test('commands: text with append and hex, written to the device; bad hex is re
   await online(r)
   await r.client.publishAsync('/alice/devices/dev1/cmd', 'LED ON', { qos: 1 })
   await until(() => reader.received().toString() === 'LED ON\r\n', 5000, 'the command on the device side')
-  t.equal(r.bridge.status().counters.commands, 1)
+  await until(() => r.bridge.status().counters.commands === 1, 5000, 'the write to complete')
 
   const h = await rig(t, { name: 'dev2', command: { topic: '/{account}/devices/{device}/cmd', append: '', encoding: 'hex' } })
   const hexReader = openSimReader(t, h.sim)

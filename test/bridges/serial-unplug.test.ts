@@ -2,12 +2,22 @@
 // sending, then started again on the same link names. The bridge must report offline, stay cheap
 // while the device is gone (a hung-up tty can make the binding spin on 0-byte reads), refuse
 // commands during the outage and never replay them to the new device, and come back online.
-import { closeSync, constants, openSync, writeSync } from 'node:fs'
+import { closeSync, constants, openSync, rmSync, writeSync } from 'node:fs'
 import t from 'tap'
 import { sleep, until } from '../helpers/clients.js'
 import { openSimReader, payloadsOn, rig, startSocat } from '../helpers/socat.js'
 
 const VALUE = '/alice/sensors/dev1/value'
+
+/**
+ * After SIGKILL socat leaves its links dangling at /dev/pts/N, and once freed that number is
+ * handed to the next pty opened on the machine (another test's socat running in parallel): the
+ * links are removed at once, as udev removes /dev/serial/by-id links on unplug.
+ */
+function unlinkPair(dev: string, sim: string): void {
+  rmSync(dev, { force: true })
+  rmSync(sim, { force: true })
+}
 const CMD = '/alice/devices/dev1/cmd'
 
 t.test('the bridge survives SIGKILL and SIGTERM of the device while data flows', async (t) => {
@@ -15,7 +25,9 @@ t.test('the bridge survives SIGKILL and SIGTERM of the device while data flows',
   // The simulated sensor: a line every 10 ms, opened without O_CREAT (a removed link must not
   // become a regular file), errors ignored while the device is gone.
   let n = 0
+  let paused = false
   const writer = setInterval(() => {
+    if (paused) return
     try {
       const fd = openSync(r.sim, constants.O_WRONLY | constants.O_NOCTTY | constants.O_NONBLOCK)
       try {
@@ -39,7 +51,10 @@ t.test('the bridge survives SIGKILL and SIGTERM of the device while data flows',
     const before = r.bridge.status().counters
     const killedAt = Date.now()
     reader.close()
+    paused = true
     await pair.kill(signal)
+    unlinkPair(r.dev, r.sim)
+    paused = false
 
     await until(() => r.lastStatus()?.state === 'offline', 10_000, `offline after ${signal}`)
     const detectMs = Date.now() - killedAt
@@ -88,6 +103,7 @@ t.test('a hang-up right after open (where the binding may spin without any event
     await until(() => r.lastStatus()?.state === 'online', 10_000, `online (round ${round})`)
     r.simWrite(`${round}\n`)
     await pair.kill('SIGKILL')
+    unlinkPair(r.dev, r.sim)
     const killedAt = Date.now()
     await until(() => r.lastStatus()?.state === 'offline', 5000, `offline (round ${round})`)
     const detectMs = Date.now() - killedAt
