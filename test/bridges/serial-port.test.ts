@@ -47,3 +47,19 @@ t.test('a missing device: writes are refused, attempts back off on the injected 
   t.equal(failures.length, 2, 'no attempt after dispose')
   t.equal(port.state, 'disposed')
 })
+
+t.test('dispose while an attempt is resolving the path: nothing is opened afterwards', async (t) => {
+  const clock = new FakeClock()
+  let events = 0
+  const port = new ManagedSerialPort(
+    { path: '/dev/null', baudRate: 9600, dataBits: 8, parity: 'none', stopBits: 1, reconnect: { initialMs: 100, maxMs: 400 } },
+    clock,
+    silentLogger(),
+    { data: () => {}, online: () => events++, offline: () => events++, attemptFailed: () => events++ },
+  )
+  port.start()
+  await port.dispose()
+  await new Promise((r) => setTimeout(r, 50))
+  t.equal(events, 0, 'no attempt outcome after dispose')
+  t.equal(port.state, 'disposed')
+})

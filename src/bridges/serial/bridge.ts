@@ -162,7 +162,6 @@ export function createSerialBridge(config: SerialDevice, ctx: BridgeContext, opt
         setState('offline', describeError(framerResult.error))
         return
       }
-      announce()
       if (config.command !== undefined) {
         const filter = fillTemplate(config.command.topic, { device: config.name, account: config.account })
         commandSub = ctx.port.subscribe(filter, onCommand)

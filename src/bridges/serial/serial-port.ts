@@ -127,6 +127,7 @@ export class ManagedSerialPort {
   async dispose(): Promise<void> {
     if (this.#state === 'disposed') return
     this.#state = 'disposed'
+    this.#gen++
     this.#cancelTimers()
     this.#failPending('ESERIAL_CLOSED', 'the serial bridge was stopped')
     await this.#discard()
@@ -144,7 +145,7 @@ export class ManagedSerialPort {
       if (gen === this.#gen) this.#failed(`cannot resolve ${this.#o.path}: ${describeError(e)}`)
       return
     }
-    if (gen !== this.#gen) return
+    if (gen !== this.#gen || this.#state !== 'opening') return
     let port: SerialPort
     try {
       port = new SerialPort({
