@@ -4,7 +4,8 @@
 import type { TimerHandle } from '../../core/clock.js'
 import type { Disposable } from '../../core/scope.js'
 import type { BoardProfile, GpioDevice, GpioInput, GpioOutput } from '../device-config.js'
-import { type Bridge, type BridgeContext, type BridgeCounters, type BridgeStatus, fillTemplate } from '../types.js'
+import { DeviceStatus } from '../device-status.js'
+import { type Bridge, type BridgeContext, type BridgeStatus, fillTemplate } from '../types.js'
 import type { GpioBackend, GpioInputLine, GpioOutputLine, Level } from './backend.js'
 
 const RETRY_INITIAL_MS = 5_000
@@ -38,7 +39,6 @@ interface OutputState {
   level: Level
 }
 
-type StatusState = BridgeStatus['state']
 
 class GpioBridge implements Bridge {
   readonly device: string
@@ -48,11 +48,7 @@ class GpioBridge implements Bridge {
   readonly #ctx: BridgeContext
   readonly #backend: GpioBackend
   readonly #log: BridgeContext['logger']
-  readonly #counters: BridgeCounters = { published: 0, commands: 0, rejected: 0, disconnects: 0, errors: 0 }
-  readonly #listeners = new Set<(s: BridgeStatus) => void>()
-  #state: StatusState = 'starting'
-  #since: number
-  #lastError: string | undefined
+  readonly #status: DeviceStatus
   #inputs: InputState[] = []
   #outputs: OutputState[] = []
   #subscriptions: Disposable[] = []
@@ -70,7 +66,7 @@ class GpioBridge implements Bridge {
     this.#ctx = ctx
     this.#backend = backend
     this.#log = ctx.logger.child({ bridge: 'gpio', device: config.name })
-    this.#since = ctx.clock.now()
+    this.#status = new DeviceStatus(config.name, 'gpio', ctx)
   }
 
   start(): void {
@@ -80,21 +76,11 @@ class GpioBridge implements Bridge {
   }
 
   status(): BridgeStatus {
-    return {
-      device: this.device,
-      kind: this.kind,
-      state: this.#state,
-      since: this.#since,
-      lastError: this.#lastError,
-      counters: { ...this.#counters },
-    }
+    return this.#status.status()
   }
 
   onStatus(fn: (s: BridgeStatus) => void): () => void {
-    this.#listeners.add(fn)
-    return () => {
-      this.#listeners.delete(fn)
-    }
+    return this.#status.onStatus(fn)
   }
 
   async dispose(): Promise<void> {
@@ -103,7 +89,7 @@ class GpioBridge implements Bridge {
     this.#retry?.cancel()
     this.#retry = undefined
     this.#release()
-    this.#setState('stopped', this.#lastError)
+    this.#status.set('stopped', this.#status.lastError)
   }
 
   #values(name: string): Record<string, string> {
@@ -111,29 +97,10 @@ class GpioBridge implements Bridge {
   }
 
   #publish(topic: string, payload: string, retain: boolean): void {
-    if (this.#ctx.port.publish(topic, payload, { qos: this.#config.publish.qos, retain })) this.#counters.published++
+    if (this.#ctx.port.publish(topic, payload, { qos: this.#config.publish.qos, retain })) this.#status.counters.published++
     else {
-      this.#counters.rejected++
+      this.#status.counters.rejected++
       this.#log.warn('gpio.publish_refused', { topic })
-    }
-  }
-
-  #setState(state: StatusState, lastError: string | undefined): void {
-    if (state === this.#state && lastError === this.#lastError) return
-    if (state !== this.#state) this.#since = this.#ctx.clock.now()
-    this.#state = state
-    this.#lastError = lastError
-    const shown = state === 'online' ? 'online' : 'offline'
-    const topic = `/${this.#ctx.port.account}/devices/${this.device}/status`
-    const payload = JSON.stringify({ state: shown, since: new Date(this.#since).toISOString(), lastError: lastError ?? null })
-    this.#ctx.port.publish(topic, payload, { qos: 1, retain: true })
-    const s = this.status()
-    for (const fn of this.#listeners) {
-      try {
-        fn(s)
-      } catch (e) {
-        this.#log.error('gpio.status_listener_failed', { error: e })
-      }
     }
   }
 
@@ -161,17 +128,17 @@ class GpioBridge implements Bridge {
     const generation = ++this.#generation
     const problem = this.#configProblem()
     if (problem !== undefined) {
-      this.#counters.errors++
+      this.#status.counters.errors++
       this.#log.error('gpio.config_error', { error: problem })
-      this.#setState('offline', problem)
+      this.#status.set('offline', problem)
       return
     }
     const labels = this.#board?.gpio?.chipLabels ?? []
     const failed = (message: string): void => {
-      this.#counters.errors++
+      this.#status.counters.errors++
       this.#release()
       this.#log.warn('gpio.open_failed', { error: message, retryMs: this.#retryMs })
-      this.#setState('offline', message)
+      this.#status.set('offline', message)
       this.#scheduleRetry()
     }
     const chip = await this.#backend.base(labels)
@@ -227,7 +194,7 @@ class GpioBridge implements Bridge {
     for (const o of this.#outputs) this.#publish(o.stateTopic, String(o.level), true)
     for (const i of this.#inputs) this.#publish(i.topic, String(i.stable), this.#config.publish.retain)
     this.#log.info('gpio.online', { chip: chip.value.chip, base, inputs: this.#inputs.length, outputs: this.#outputs.length })
-    this.#setState('online', undefined)
+    this.#status.set('online', undefined)
   }
 
   #scheduleRetry(): void {
@@ -242,12 +209,12 @@ class GpioBridge implements Bridge {
 
   /** A line failed while online: release everything, go offline, try again later. */
   #fail(message: string): void {
-    if (this.#disposed || this.#state !== 'online') return
-    this.#counters.disconnects++
-    this.#counters.errors++
+    if (this.#disposed || this.#status.state !== 'online') return
+    this.#status.counters.disconnects++
+    this.#status.counters.errors++
     this.#release()
     this.#log.warn('gpio.failed', { error: message })
-    this.#setState('offline', message)
+    this.#status.set('offline', message)
     this.#scheduleRetry()
   }
 
@@ -292,13 +259,13 @@ class GpioBridge implements Bridge {
     if (!this.#outputs.includes(output)) return
     const level = parseLevel(payload)
     if (level === undefined) {
-      this.#counters.rejected++
+      this.#status.counters.rejected++
       this.#log.warn('gpio.bad_command', { output: output.config.name, payload: payload.toString().slice(0, 64) })
       return
     }
     const r = output.line.write(level)
     if (!r.ok) return this.#fail(`${output.config.name}: ${r.error.message}`)
-    this.#counters.commands++
+    this.#status.counters.commands++
     output.level = level
     this.#publish(output.stateTopic, String(level), true)
   }

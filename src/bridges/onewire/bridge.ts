@@ -3,13 +3,13 @@
 // counted and logged, never published; a vanished sensor is listed in the retained status.
 import type { TimerHandle } from '../../core/clock.js'
 import type { OneWireDevice } from '../device-config.js'
-import { type Bridge, type BridgeContext, type BridgeCounters, type BridgeStatus, fillTemplate } from '../types.js'
+import { DeviceStatus } from '../device-status.js'
+import { type Bridge, type BridgeContext, type BridgeStatus, fillTemplate } from '../types.js'
 import { W1Bus } from './w1.js'
 
 /** A sensor converts for ~750 ms per read: at most one read per sensor per second. */
 export const MIN_INTERVAL_MS = 1000
 
-type StatusState = BridgeStatus['state']
 
 class OneWireBridge implements Bridge {
   readonly device: string
@@ -18,16 +18,11 @@ class OneWireBridge implements Bridge {
   readonly #ctx: BridgeContext
   readonly #log: BridgeContext['logger']
   readonly #bus: W1Bus
-  readonly #counters: BridgeCounters = { published: 0, commands: 0, rejected: 0, disconnects: 0, errors: 0 }
-  readonly #listeners = new Set<(s: BridgeStatus) => void>()
   /** Sensors seen by discovery: one that later vanishes is reported missing, not forgotten. */
   readonly #known = new Set<string>()
   readonly #missing = new Set<string>()
   readonly #last = new Map<string, { value: number; at: number }>()
-  #state: StatusState = 'starting'
-  #since: number
-  #lastError: string | undefined
-  #shown = ''
+  readonly #status: DeviceStatus
   #timer: TimerHandle | undefined
   #started = false
   #disposed = false
@@ -38,7 +33,7 @@ class OneWireBridge implements Bridge {
     this.#ctx = ctx
     this.#log = ctx.logger.child({ bridge: 'onewire', device: config.name })
     this.#bus = new W1Bus(config.root)
-    this.#since = ctx.clock.now()
+    this.#status = new DeviceStatus(config.name, 'onewire', ctx)
   }
 
   start(): void {
@@ -48,14 +43,7 @@ class OneWireBridge implements Bridge {
   }
 
   status(): BridgeStatus {
-    return {
-      device: this.device,
-      kind: this.kind,
-      state: this.#state,
-      since: this.#since,
-      lastError: this.#lastError,
-      counters: { ...this.#counters },
-    }
+    return this.#status.status()
   }
 
   /** The ids of sensors that did not answer on the last poll. */
@@ -64,10 +52,7 @@ class OneWireBridge implements Bridge {
   }
 
   onStatus(fn: (s: BridgeStatus) => void): () => void {
-    this.#listeners.add(fn)
-    return () => {
-      this.#listeners.delete(fn)
-    }
+    return this.#status.onStatus(fn)
   }
 
   async dispose(): Promise<void> {
@@ -75,29 +60,7 @@ class OneWireBridge implements Bridge {
     this.#disposed = true
     this.#timer?.cancel()
     this.#timer = undefined
-    this.#setState('stopped', this.#lastError)
-  }
-
-  #setState(state: StatusState, lastError: string | undefined): void {
-    const shown = state === 'online' ? 'online' : 'offline'
-    const missing = this.missing()
-    const key = JSON.stringify([state, lastError, missing])
-    if (key === this.#shown) return
-    this.#shown = key
-    if (state !== this.#state) this.#since = this.#ctx.clock.now()
-    this.#state = state
-    this.#lastError = lastError
-    const topic = `/${this.#ctx.port.account}/devices/${this.device}/status`
-    const payload = JSON.stringify({ state: shown, since: new Date(this.#since).toISOString(), lastError: lastError ?? null, missing })
-    this.#ctx.port.publish(topic, payload, { qos: 1, retain: true })
-    const s = this.status()
-    for (const fn of this.#listeners) {
-      try {
-        fn(s)
-      } catch (e) {
-        this.#log.error('onewire.status_listener_failed', { error: e })
-      }
-    }
+    this.#status.set('stopped', this.#status.lastError, { missing: this.missing() })
   }
 
   #nameOf(id: string): string {
@@ -119,7 +82,7 @@ class OneWireBridge implements Bridge {
       await this.#pollOnce()
     } catch (e) {
       // A bug, not a device problem: keep polling, say so.
-      this.#counters.errors++
+      this.#status.counters.errors++
       this.#log.error('onewire.poll_failed', { error: e })
     }
     if (this.#disposed) return
@@ -134,12 +97,12 @@ class OneWireBridge implements Bridge {
     const targets = await this.#targets()
     if (this.#disposed) return
     if (!targets.ok) {
-      this.#counters.errors++
-      this.#setState('offline', targets.message)
+      this.#status.counters.errors++
+      this.#status.set('offline', targets.message, { missing: this.missing() })
       return
     }
     if (targets.ids.length === 0) {
-      this.#setState('offline', `no DS18B20 (28-*) sensor under ${this.#config.root}`)
+      this.#status.set('offline', `no DS18B20 (28-*) sensor under ${this.#config.root}`, { missing: this.missing() })
       return
     }
     let present = 0
@@ -153,13 +116,13 @@ class OneWireBridge implements Bridge {
       } else if (r.error.code === 'EW1_GONE') {
         if (!this.#missing.has(id)) {
           this.#missing.add(id)
-          this.#counters.disconnects++
+          this.#status.counters.disconnects++
           this.#log.warn('onewire.sensor_gone', { sensor: id, error: r.error.message })
         }
       } else {
         present++
         this.#missing.delete(id)
-        this.#counters.rejected++
+        this.#status.counters.rejected++
         this.#log.warn('onewire.reading_rejected', { sensor: id, code: r.error.code, error: r.error.message })
       }
     }
@@ -168,7 +131,7 @@ class OneWireBridge implements Bridge {
       missing.length === 0
         ? undefined
         : `missing: ${missing.map((id) => (this.#nameOf(id) === id ? id : `${id} (${this.#nameOf(id)})`)).join(', ')} (not under ${this.#config.root})`
-    this.#setState(present > 0 ? 'online' : 'offline', lastError)
+    this.#status.set(present > 0 ? 'online' : 'offline', lastError, { missing: this.missing() })
   }
 
   #publish(id: string, celsius: number): void {
@@ -184,10 +147,10 @@ class OneWireBridge implements Bridge {
     const payload =
       this.#config.payload === 'json' ? JSON.stringify({ value: celsius, unit: '°C', at: new Date(now).toISOString() }) : String(celsius)
     if (this.#ctx.port.publish(topic, payload, { qos: publish.qos, retain: publish.retain })) {
-      this.#counters.published++
+      this.#status.counters.published++
       this.#last.set(id, { value: celsius, at: now })
     } else {
-      this.#counters.rejected++
+      this.#status.counters.rejected++
       this.#log.warn('onewire.publish_refused', { topic })
     }
   }

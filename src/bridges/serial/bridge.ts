@@ -3,7 +3,8 @@
 import { describeError } from '../../core/errors.js'
 import type { Disposable } from '../../core/scope.js'
 import type { SerialDevice } from '../device-config.js'
-import { type Bridge, type BridgeContext, type BridgeCounters, type BridgeStatus, fillTemplate } from '../types.js'
+import { DeviceStatus } from '../device-status.js'
+import { type Bridge, type BridgeContext, type BridgeStatus, fillTemplate } from '../types.js'
 import { createFramer, type Framer } from './framing.js'
 import { FieldPublisher } from './mapping.js'
 import { ManagedSerialPort, type ManagedSerialPortOptions } from './serial-port.js'
@@ -13,11 +14,6 @@ export interface SerialBridgeOptions {
   readonly port?: Pick<ManagedSerialPortOptions, 'watchdogMs' | 'random'>
   /** Text frames longer than this are dropped (default 64 KB). */
   readonly maxFrame?: number
-}
-
-/** The retained status topic of a device. */
-export function statusTopic(account: string, device: string): string {
-  return `/${account}/devices/${device}/status`
 }
 
 /** Decodes a command payload into the bytes written to the device; undefined when it is not valid. */
@@ -31,53 +27,18 @@ export function encodeCommand(payload: Buffer, encoding: 'utf8' | 'hex', append:
 
 export function createSerialBridge(config: SerialDevice, ctx: BridgeContext, options: SerialBridgeOptions = {}): Bridge {
   const log = ctx.logger.child({ bridge: 'serial', device: config.name })
-  const counters: BridgeCounters = { published: 0, commands: 0, rejected: 0, disconnects: 0, errors: 0 }
-  let state: BridgeStatus['state'] = 'starting'
-  let since = ctx.clock.now()
-  let lastError: string | undefined
-  const listeners = new Set<(s: BridgeStatus) => void>()
+  const device = new DeviceStatus(config.name, 'serial', ctx)
+  const counters = device.counters
   let started = false
   let disposed: Promise<void> | undefined
   let commandSub: Disposable | undefined
-
-  const status = (): BridgeStatus => ({
-    device: config.name,
-    kind: 'serial',
-    state,
-    since,
-    lastError,
-    counters: { ...counters },
-  })
 
   const reject = (why: string, fields: Record<string, unknown> = {}): void => {
     counters.rejected++
     log.debug('serial_rejected', { reason: why, ...fields })
   }
 
-  const announce = (): void => {
-    const published = state === 'stopped' ? 'offline' : state
-    const body = JSON.stringify({ state: published, since: new Date(since).toISOString(), lastError: lastError ?? null })
-    if (!ctx.port.publish(statusTopic(config.account, config.name), body, { qos: 1, retain: true })) {
-      reject('status publish refused by the ACL')
-    }
-    const s = status()
-    for (const fn of [...listeners]) {
-      try {
-        fn(s)
-      } catch (e) {
-        log.error('serial_status_listener_failed', { error: e })
-      }
-    }
-  }
-
-  const setState = (next: BridgeStatus['state'], error: string | undefined): void => {
-    if (state === 'stopped') return
-    const changed = next !== state || error !== lastError
-    if (next !== state) since = ctx.clock.now()
-    state = next
-    lastError = error
-    if (changed) announce()
-  }
+  const setState = (next: BridgeStatus['state'], error: string | undefined): void => device.set(next, error)
 
   const publisher = new FieldPublisher(
     { device: config.name, account: config.account, topic: config.topic, payload: config.payload, fields: config.fields, publish: config.publish },
@@ -127,7 +88,7 @@ export function createSerialBridge(config: SerialDevice, ctx: BridgeContext, opt
 
   const onCommand = (topic: string, payload: Buffer): void => {
     const cmd = config.command
-    if (cmd === undefined || state === 'stopped') return
+    if (cmd === undefined || device.state === 'stopped') return
     if (!serial.online) {
       reject('command while the device is offline', { topic })
       return
@@ -146,15 +107,10 @@ export function createSerialBridge(config: SerialDevice, ctx: BridgeContext, opt
   return {
     device: config.name,
     kind: 'serial',
-    status,
-    onStatus(fn) {
-      listeners.add(fn)
-      return () => {
-        listeners.delete(fn)
-      }
-    },
+    status: () => device.status(),
+    onStatus: (fn) => device.onStatus(fn),
     start() {
-      if (started || state === 'stopped') return
+      if (started || device.state === 'stopped') return
       started = true
       if (!framerResult.ok) {
         counters.errors++
@@ -179,11 +135,7 @@ export function createSerialBridge(config: SerialDevice, ctx: BridgeContext, opt
         commandSub = undefined
         publisher.dispose()
         await serial.dispose()
-        since = ctx.clock.now()
-        state = 'stopped'
-        lastError = 'stopped'
-        announce()
-        listeners.clear()
+        device.set('stopped', 'stopped')
       })()
       return disposed
     },
