@@ -3,22 +3,8 @@
 // the board and used once, device names used once.
 import { describeError } from '../core/errors.js'
 import type { DeviceFileError } from './boards.js'
-import type { BoardProfile, DeviceConfig, GpioDevice } from './device-config.js'
+import { BINARY_FIELD_SIZE, type BoardProfile, type DeviceConfig, type GpioDevice } from './device-config.js'
 
-const BINARY_SIZES: Readonly<Record<string, number>> = {
-  uint8: 1,
-  int8: 1,
-  uint16be: 2,
-  uint16le: 2,
-  int16be: 2,
-  int16le: 2,
-  uint32be: 4,
-  uint32le: 4,
-  int32be: 4,
-  int32le: 4,
-  floatbe: 4,
-  floatle: 4,
-}
 
 /** The named groups of a pattern, or the reason it does not compile. */
 export function regexGroups(pattern: string): { ok: true; groups: string[] } | { ok: false; reason: string } {
@@ -56,7 +42,7 @@ export function checkDevice(d: DeviceConfig, boards: ReadonlyMap<string, BoardPr
         if (headerBytes >= f.length) problem('framing.header', `is ${headerBytes} bytes, as long as the ${f.length}-byte frame or longer`)
         const seen = new Set<string>()
         for (const [i, x] of f.fields.entries()) {
-          const size = BINARY_SIZES[x.type] ?? 1
+          const size = BINARY_FIELD_SIZE[x.type] ?? 1
           if (x.offset + size > f.length) {
             problem(`framing.fields.${i}.offset`, `${x.type} at offset ${x.offset} ends at byte ${x.offset + size}, beyond the ${f.length}-byte frame`)
           }

@@ -54,6 +54,22 @@ export interface BinaryField {
   readonly type: 'uint8' | 'int8' | 'uint16be' | 'uint16le' | 'int16be' | 'int16le' | 'uint32be' | 'uint32le' | 'int32be' | 'int32le' | 'floatbe' | 'floatle'
 }
 
+/** Bytes each binary field type takes. */
+export const BINARY_FIELD_SIZE: Readonly<Record<BinaryField['type'], number>> = {
+  uint8: 1,
+  int8: 1,
+  uint16be: 2,
+  uint16le: 2,
+  int16be: 2,
+  int16le: 2,
+  uint32be: 4,
+  uint32le: 4,
+  int32be: 4,
+  int32le: 4,
+  floatbe: 4,
+  floatle: 4,
+}
+
 export interface SerialDevice extends DeviceBase {
   readonly kind: 'serial'
   /** Prefer /dev/serial/by-id/...: USB adapters re-enumerate (ttyUSB0 -> ttyUSB1). */

@@ -2,7 +2,7 @@
 // framer carries a partial frame across chunks and holds at most a bounded amount of input.
 import { ConfigError, describeError } from '../../core/errors.js'
 import { err, ok, type Result } from '../../core/result.js'
-import type { BinaryField, SerialFraming } from '../device-config.js'
+import { BINARY_FIELD_SIZE, type BinaryField, type SerialFraming } from '../device-config.js'
 
 export type RawValue = string | number | boolean
 export type RawRecord = Readonly<Record<string, RawValue>>
@@ -133,20 +133,6 @@ function textFramer(delimiter: string, maxFrame: number, parse: (line: string) =
   return ok(framer)
 }
 
-const FIELD_SIZE: Readonly<Record<BinaryField['type'], number>> = {
-  uint8: 1,
-  int8: 1,
-  uint16be: 2,
-  uint16le: 2,
-  int16be: 2,
-  int16le: 2,
-  uint32be: 4,
-  uint32le: 4,
-  int32be: 4,
-  int32le: 4,
-  floatbe: 4,
-  floatle: 4,
-}
 
 export function readBinaryField(frame: Buffer, f: BinaryField): number {
   const o = f.offset
@@ -191,7 +177,7 @@ function binaryFramer(length: number, headerHex: string | undefined, fields: rea
     if (header.length > length) return err(new ConfigError('binary header is longer than the frame'))
   }
   for (const f of fields) {
-    if (!Number.isInteger(f.offset) || f.offset < 0 || f.offset + FIELD_SIZE[f.type] > length) {
+    if (!Number.isInteger(f.offset) || f.offset < 0 || f.offset + BINARY_FIELD_SIZE[f.type] > length) {
       return err(new ConfigError(`binary field ${f.name} (${f.type} at ${f.offset}) does not fit a ${length}-byte frame`))
     }
   }
