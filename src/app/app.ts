@@ -22,6 +22,7 @@ import { RulesService } from '../scripting/engine/rules-service.js'
 import { startBridges } from './bridges.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
 import { openMysqlUsers } from './mysql-users.js'
+import { SystemdNotifier } from './notify.js'
 import { writeStatusFile } from './status-file.js'
 import { openSessionStore } from './store.js'
 import { SyncService } from './sync-service.js'
@@ -57,6 +58,7 @@ export class App {
   /** The sensor bridges, unless devices.enabled is false. */
   readonly bridges: BridgeService | undefined
   #stopping: Promise<void> | undefined
+  #notifier: SystemdNotifier | undefined
 
   private constructor(parts: {
     broker: Broker
@@ -181,7 +183,11 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    return new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges })
+    const app = new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges })
+    app.#notifier = new SystemdNotifier({ env: process.env, clock, logger, pid: process.pid })
+    app.#notifier.start()
+    await app.#notifier.ready(`listening on ${listeners.map((l) => `${l.spec.name}:${l.port}`).join(', ')}`)
+    return app
   }
 
   stop(): Promise<void> {
@@ -190,6 +196,7 @@ export class App {
   }
 
   async #stop(): Promise<void> {
+    await this.#notifier?.stopping()
     this.#logger.info('perch.stopping', { clients: this.broker.liveCount })
     const closing = this.listeners.map((l) => l.close())
     this.#connections.shutdown()
@@ -204,6 +211,7 @@ export class App {
     this.#deadlines.dispose()
     this.store.flush()
     this.store.close()
+    this.#notifier?.dispose()
     this.#logger.info('perch.stopped', {})
   }
 }
