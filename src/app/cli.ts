@@ -21,6 +21,8 @@ const START_OPTIONS = `  --config FILE        JSON config file (see: perch confi
   --allow-anonymous    open mode: clients connect without accounts or credentials
                        (also needed to serve open mode beyond this machine)
   --log-level LEVEL    debug, info, warn or error (default info)
+  --http-port N        serve Prometheus /metrics and /healthz on this port
+                       (127.0.0.1 unless http.host is set in the config file)
 `
 
 const MAIN_HELP = `perch: an edge-gateway MQTT broker
@@ -191,6 +193,7 @@ function parseStart(args: readonly string[]) {
       port: { type: 'string' },
       'allow-anonymous': { type: 'boolean' },
       'log-level': { type: 'string' },
+      'http-port': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values
@@ -223,6 +226,11 @@ function buildConfig(values: ReturnType<typeof parseStart>, env: NodeJS.ProcessE
     if (i >= 0) listeners[i] = tcp
     else listeners.unshift(tcp)
     overrides.listeners = listeners
+  }
+  const httpPort = values['http-port']
+  if (httpPort !== undefined) {
+    if (!/^[0-9]{1,5}$/.test(httpPort) || Number(httpPort) > 65_535) return new ConfigError(`--http-port: "${httpPort}" is not a port number (0-65535)`)
+    overrides.http = { host: base.http?.host ?? '127.0.0.1', port: Number(httpPort) }
   }
   const merged = resolveConfig(overrides, base, 'command line')
   return merged.ok ? merged.value : merged.error

@@ -74,7 +74,19 @@ export interface PerchConfig {
   /** The central database this gateway takes its accounts, grants and rules from; none when absent. */
   sync?: SyncConfig | undefined
   devices: DevicesConfig
+  /** The local HTTP endpoint with /metrics and /healthz; off when absent. */
+  http?: HttpConfig | undefined
 }
+
+/** Prometheus /metrics and /healthz over plain HTTP. */
+export interface HttpConfig {
+  /** 0 picks a free port. */
+  port: number
+  /** 127.0.0.1 unless set here; the endpoint has no authentication. */
+  host: string
+}
+
+export const HTTP_DEFAULTS = { host: '127.0.0.1' }
 
 /** Sensor bridges: device mapping files (one device per JSON file) and the board they run on. */
 export interface DevicesConfig {
@@ -326,6 +338,12 @@ const schema: JsonSchema = {
         maxBackoff: { type: 'number', minimum: 0.05, maximum: 86_400 },
       },
     },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['port'],
+      properties: { port: int(0, 65_535), host: { type: 'string', minLength: 1 } },
+    },
     persistence: {
       type: 'object',
       additionalProperties: false,
@@ -365,6 +383,7 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     rules: { ...base.rules, ...c.rules },
     sync: c.sync === undefined ? base.sync : { ...SYNC_DEFAULTS, ...base.sync, ...c.sync },
     devices: { ...base.devices, ...c.devices },
+    http: c.http === undefined ? base.http : { ...HTTP_DEFAULTS, ...base.http, ...c.http },
   }
   const problem = crossCheck(config)
   return problem === null ? ok(config) : err(new ConfigError(`${source}: ${problem}`))

@@ -67,6 +67,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   serialport: { file: 'bridges/serial/serial-port.ts' },
   onoff: { file: 'bridges/gpio/onoff-backend.ts' },
   mysql2: { file: 'sync/mysql.ts' },
+  'prom-client': { file: 'app/metrics.ts' },
 }
 
 interface ImportEdge {
