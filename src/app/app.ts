@@ -21,6 +21,7 @@ import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '
 import { RulesService } from '../scripting/engine/rules-service.js'
 import { startBridges } from './bridges.js'
 import type { ListenerConfig, PerchConfig } from './config.js'
+import { MetricsServer } from './metrics.js'
 import { openMysqlUsers } from './mysql-users.js'
 import { SystemdNotifier } from './notify.js'
 import { writeStatusFile } from './status-file.js'
@@ -57,6 +58,8 @@ export class App {
   readonly sync: SyncService | undefined
   /** The sensor bridges, unless devices.enabled is false. */
   readonly bridges: BridgeService | undefined
+  /** The /metrics and /healthz endpoint, when http is configured. */
+  readonly metrics: MetricsServer | undefined
   #stopping: Promise<void> | undefined
   #notifier: SystemdNotifier | undefined
 
@@ -73,7 +76,9 @@ export class App {
     rules: RulesService | undefined
     sync: SyncService | undefined
     bridges: BridgeService | undefined
+    metrics: MetricsServer | undefined
   }) {
+    this.metrics = parts.metrics
     this.accounts = parts.accounts
     this.mysqlUsers = parts.mysqlUsers
     this.rules = parts.rules
@@ -175,6 +180,19 @@ export class App {
       writeStatusFile(config.dataDir, { pid: process.pid, version: deps.version, writtenAt: clock.now(), interval: config.sys.interval, entries: Object.fromEntries(entries) }),
     )
     sys?.start()
+    let metrics: MetricsServer | undefined
+    if (config.http !== undefined) {
+      const sources = { broker, sync, bridges, rules, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
+      try {
+        metrics = await MetricsServer.start(config.http, sources, logger)
+      } catch (e) {
+        sys?.dispose()
+        await bridges?.dispose()
+        await sync?.dispose()
+        await rules?.dispose()
+        await abort(e)
+      }
+    }
     logger.info('perch.started', {
       version: deps.version,
       pid: process.pid,
@@ -183,7 +201,7 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    const app = new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges })
+    const app = new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges, metrics })
     app.#notifier = new SystemdNotifier({ env: process.env, clock, logger, pid: process.pid })
     app.#notifier.start()
     await app.#notifier.ready(`listening on ${listeners.map((l) => `${l.spec.name}:${l.port}`).join(', ')}`)
@@ -198,7 +216,7 @@ export class App {
   async #stop(): Promise<void> {
     await this.#notifier?.stopping()
     this.#logger.info('perch.stopping', { clients: this.broker.liveCount })
-    const closing = this.listeners.map((l) => l.close())
+    const closing = [this.metrics?.close(), ...this.listeners.map((l) => l.close())]
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
