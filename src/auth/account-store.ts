@@ -328,12 +328,9 @@ export function changeStatements(db: Database) {
 
 /** Logs `ids` as changed (inside the caller's transaction) and prunes the log. */
 export function recordChanges(s: ReturnType<typeof changeStatements>, ids: Iterable<string>): void {
-  let any = false
-  for (const id of new Set(ids)) {
-    s.logChange.run(id)
-    any = true
-  }
-  if (any) s.pruneChanges.run(CHANGES_KEPT)
+  const unique = new Set(ids)
+  for (const id of unique) s.logChange.run(id)
+  if (unique.size > 0) s.pruneChanges.run(CHANGES_KEPT)
 }
 
 function toAccount(r: RawAccount): AccountRow {

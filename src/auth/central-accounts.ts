@@ -100,9 +100,7 @@ export class CentralAccountCache implements Disposable {
     let removed = 0
     // Whose rights changed: a sync that only moves the mark must not make perch recompile any.
     const touched = new Set<string>()
-    this.#db.exec('BEGIN IMMEDIATE')
-    let done = false
-    try {
+    this.#db.write(() => {
       const gone = change.full ? this.#s.centralIds.all().map((r) => r.id) : change.keys
       // Grants are compared before and after: deleting and re-inserting the same ones is no change.
       const grantsBefore = new Map<string, string>()
@@ -138,11 +136,7 @@ export class CentralAccountCache implements Disposable {
       }
       this.#s.setState.run('hwm', String(change.mark.hwm))
       this.#s.setState.run('epoch', change.mark.epoch)
-      this.#db.exec('COMMIT')
-      done = true
-    } finally {
-      if (!done) this.#db.rollback()
-    }
+    })
     return { upserted: accounts.length, removed, grants: grants.length, skipped }
   }
 

@@ -77,7 +77,7 @@ export class LoginCache implements Disposable {
 
   /** Stores the verifier of a password the server accepted at `verifiedAt`. */
   put(username: string, verifier: string, verifiedAt: number): void {
-    this.#write(() => {
+    this.#db.write(() => {
       this.#s.put.run(username, verifier, verifiedAt)
       this.#raise(verifiedAt)
     })
@@ -85,7 +85,7 @@ export class LoginCache implements Disposable {
 
   /** Moves `verified_at` forward for a password the server accepted again. */
   touch(username: string, verifiedAt: number): void {
-    this.#write(() => {
+    this.#db.write(() => {
       this.#s.touch.run(verifiedAt, username)
       this.#raise(verifiedAt)
     })
@@ -114,21 +114,12 @@ export class LoginCache implements Disposable {
   #bindTo(server: string): void {
     const known = this.#s.getMeta.get('server')?.value
     if (known === server) return
-    this.#write(() => {
+    this.#db.write(() => {
       this.#s.clear.run()
       this.#s.putMeta.run('server', server)
     })
   }
 
-  #write(fn: () => void): void {
-    this.#db.exec('BEGIN IMMEDIATE')
-    try {
-      fn()
-      this.#db.exec('COMMIT')
-    } finally {
-      this.#db.rollback()
-    }
-  }
 }
 
 function prepare(db: Database) {

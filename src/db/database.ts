@@ -127,6 +127,21 @@ export class Database implements Disposable {
     }
   }
 
+  /**
+   * Runs `fn` in a write transaction (BEGIN IMMEDIATE: the write lock is taken at once, so a
+   * busy file waits here, not halfway through) and commits; rolls back if `fn` throws.
+   */
+  write<T>(fn: () => T): T {
+    this.exec('BEGIN IMMEDIATE')
+    try {
+      const r = fn()
+      this.exec('COMMIT')
+      return r
+    } finally {
+      this.rollback()
+    }
+  }
+
   /** Ends an open transaction without applying it; never throws. */
   rollback(): void {
     try {

@@ -71,9 +71,7 @@ export class CentralRuleCache implements Disposable {
     let installed = 0
     let removed = 0
     let conflicts = 0
-    this.#db.exec('BEGIN IMMEDIATE')
-    let done = false
-    try {
+    this.#db.write(() => {
       const touched = new Set<string>(incoming.keys())
       const held = change.full ? this.#s.allCentral.all() : change.accounts.flatMap((a) => this.#s.centralOf.all(a))
       for (const r of held) touched.add(key(r.account, r.name))
@@ -103,11 +101,7 @@ export class CentralRuleCache implements Disposable {
         this.#s.putRule.run(account, name, central.source, central.manifest, (local?.version ?? 0) + 1, now, central.version)
         installed++
       }
-      this.#db.exec('COMMIT')
-      done = true
-    } finally {
-      if (!done) this.#db.rollback()
-    }
+    })
     return { installed, removed, conflicts }
   }
 

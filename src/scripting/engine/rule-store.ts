@@ -147,7 +147,7 @@ export class RuleStore implements Disposable {
    * replaces (if any): it stays until the central copy moves past that version.
    */
   put(account: string, name: string, source: string, manifest: string, origin: RuleOrigin): StoredRule {
-    return this.#transaction(() => {
+    return this.#db.write(() => {
       const version = (this.#s.one.get(account, name)?.version ?? 0) + 1
       const now = this.#clock.now()
       const base = this.#s.centralVersion.get(account, name)?.version ?? 0
@@ -158,7 +158,7 @@ export class RuleStore implements Disposable {
 
   /** Removes a rule with its log; false when there was none. */
   remove(account: string, name: string): boolean {
-    return this.#transaction(() => {
+    return this.#db.write(() => {
       this.#s.removeLogs.run(account, name)
       return this.#s.remove.run(account, name) > 0
     })
@@ -181,7 +181,7 @@ export class RuleStore implements Disposable {
   /** Applies KV changes (null deletes) and log lines in one transaction: the write-behind flush. */
   flush(kv: ReadonlyMap<string, ReadonlyMap<string, string | null>>, logs: readonly { account: string; name: string; line: RuleLogLine }[]): void {
     if (kv.size === 0 && logs.length === 0) return
-    this.#transaction(() => {
+    this.#db.write(() => {
       for (const [account, changes] of kv) {
         for (const [key, value] of changes) {
           if (value === null) this.#s.kvDelete.run(account, key)
@@ -210,18 +210,6 @@ export class RuleStore implements Disposable {
     this.#db.close()
   }
 
-  #transaction<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE')
-    let done = false
-    try {
-      const r = fn()
-      this.#db.exec('COMMIT')
-      done = true
-      return r
-    } finally {
-      if (!done) this.#db.rollback()
-    }
-  }
 }
 
 function prepare(db: Database) {
