@@ -15,6 +15,7 @@ import { listRules, pushRule, removeRule, setRuleEnabled } from '../sync/central
 import { MysqlSession, type MysqlTarget, parseMysqlUrl, redact } from '../sync/mysql.js'
 import { CliFailure, flag, type Options, str, table, UsageError, type Values, yesNo } from './account-cli-common.js'
 import { ownFilter } from './account-cli-grant.js'
+import { CENTRAL_HELP } from './central-help.js'
 import type { Io } from './cli.js'
 import { SYNC_DEFAULTS } from './config.js'
 import { checkTriggers, compile, manifestFor, readText } from './rule-cli-sandbox.js'
@@ -24,55 +25,6 @@ const QUERY_TIMEOUT_MS = 60_000
 /** The central schema's filter column. */
 const MAX_FILTER_CHARS = 255
 
-const CENTRAL_HELP = `Usage: perch central <command> [options] --mysql URL
-
-Administers the central MySQL/MariaDB database that gateways take their
-accounts, grants and rules from (the "sync" section of their config).
-
-Commands:
-  init                                 create the schema, or bring it up to date
-  status [--json]                      schema version, counter, epoch, pruned
-                                       position, gateways and their accounts
-  gateway add NAME [--host H] [--port P] [--gateway-host PATTERN]
-                                       add a gateway with its own MySQL user
-                                       'perch_gw_NAME'@'PATTERN' (default %) that
-                                       may only read the gateway views; print its
-                                       config (JSON, with the user's password)
-                                       for perch start --config FILE; H and P:
-                                       where the gateway reaches the server
-                                       (default: the host and port of URL)
-  gateway list [--json]                gateways, MySQL users, account counts
-  gateway rm NAME                      drop its MySQL user and its assignments
-  account add NAME [--password P] [--password-file F] [--admin] [--disabled]
-                                       --password - reads stdin; with neither, a
-                                       random password is made up and printed
-  account passwd NAME [--password P] [--password-file F]
-  account list [--gateway G] [--json]  accounts, or those assigned to G
-  account disable|enable|rm NAME       refuse or allow its logins; remove it
-                                       with its grants, rules and assignments
-  assign|unassign GATEWAY ACCOUNT      sync ACCOUNT to GATEWAY, or stop
-  grant add OWNER GRANTEE FILTER --publish|--subscribe
-                                       let GRANTEE publish and/or subscribe under
-                                       /OWNER/ (FILTER relative to it or absolute)
-  grant rm OWNER GRANTEE FILTER [--publish] [--subscribe]   (both: no flag)
-  grant list [ACCOUNT] [--json]        grants given or received by ACCOUNT
-  rule push ACCOUNT NAME FILE [--manifest M]
-                                       compile and store a rule (a new version;
-                                       manifest as in perch rule push); on a
-                                       syntax error nothing is stored
-  rule list [ACCOUNT] [--json]         rules: version, enabled, size, updated
-  rule disable|enable|rm ACCOUNT NAME  stop, start or remove it on every gateway
-  epoch reset                          make every gateway load everything again
-                                       (after restoring the database from a backup)
-  prune --keep N                       delete change-log rows older than the
-                                       newest N positions (a gateway further
-                                       behind loads everything again)
-
-Options:
-  --mysql URL   admin login: mysql://user:password@host:port/database
-                (?ssl=1 for TLS); default: $PERCH_CENTRAL_URL
-  -h, --help    show this help
-`
 
 interface Ctx {
   readonly positionals: readonly string[]
