@@ -22,6 +22,14 @@ const logRule = (seq: string, account: string, name: string, op: 'U' | 'D'): str
   `INSERT INTO change_log (seq, gateway_id, entity, account, name, op)
      SELECT ${seq}, ga.gateway_id, 'rule', ${account}, ${name}, '${op}' FROM gateway_accounts ga WHERE ga.account = ${account}`
 
+/** A grant row came or went: its owner's account key changed on the owner's gateways. */
+const ownerChanged = (name: string, event: 'INSERT' | 'DELETE', owner: string): string =>
+  `CREATE TRIGGER ${name} AFTER ${event} ON grants FOR EACH ROW BEGIN
+     DECLARE s BIGINT UNSIGNED;
+     ${BUMP}; SET s = LAST_INSERT_ID();
+     ${logAccount('s', owner, 'U')};
+   END`
+
 const TABLE_OPTIONS = 'ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin'
 
 /** Each step is a list of statements (no DELIMITER games: each trigger is one statement). */
@@ -120,22 +128,14 @@ export const CENTRAL_MIGRATIONS: readonly (readonly string[])[] = [
          VALUES (LAST_INSERT_ID(), OLD.gateway_id, 'account', OLD.account, '', 'D');
      END`,
 
-    `CREATE TRIGGER grants_ai AFTER INSERT ON grants FOR EACH ROW BEGIN
-       DECLARE s BIGINT UNSIGNED;
-       ${BUMP}; SET s = LAST_INSERT_ID();
-       ${logAccount('s', 'NEW.owner', 'U')};
-     END`,
+    ownerChanged('grants_ai', 'INSERT', 'NEW.owner'),
     `CREATE TRIGGER grants_au AFTER UPDATE ON grants FOR EACH ROW BEGIN
        DECLARE s BIGINT UNSIGNED;
        ${BUMP}; SET s = LAST_INSERT_ID();
        ${logAccount('s', 'NEW.owner', 'U')};
        IF NEW.owner <> OLD.owner THEN ${logAccount('s', 'OLD.owner', 'U')}; END IF;
      END`,
-    `CREATE TRIGGER grants_ad AFTER DELETE ON grants FOR EACH ROW BEGIN
-       DECLARE s BIGINT UNSIGNED;
-       ${BUMP}; SET s = LAST_INSERT_ID();
-       ${logAccount('s', 'OLD.owner', 'U')};
-     END`,
+    ownerChanged('grants_ad', 'DELETE', 'OLD.owner'),
 
     `CREATE TRIGGER rules_bi BEFORE INSERT ON rules FOR EACH ROW BEGIN
        ${BUMP}; SET NEW.version = LAST_INSERT_ID();

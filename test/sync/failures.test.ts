@@ -72,13 +72,20 @@ function tempDir(t: Teardown): string {
   return dir
 }
 
-t.test('8 concurrent central writers: the gateway misses no change', async (t) => {
+/** A MariaDB with the central schema, gateway g1 (after `prepare`), and a perch synced with it. */
+async function syncedGateway(t: Teardown, prepare: (c: Central) => Promise<void> = async () => {}) {
   const m = await startMariaDb(t)
   const c = await startCentral(t, m)
   const url = await c.gateway('g1')
+  await prepare(c)
   const dir = tempDir(t)
   const b = await gateway(t, url, dir)
   await caughtUp(b, c)
+  return { m, c, dir, b }
+}
+
+t.test('8 concurrent central writers: the gateway misses no change', async (t) => {
+  const { m, c, dir, b } = await syncedGateway(t)
   const target = parseMysqlUrl(m.url(c.db), { connectTimeoutMs: 5000, queryTimeoutMs: 30_000 })
   if (!target.ok) throw target.error
   const writers = await Promise.all(
@@ -123,12 +130,7 @@ t.test('8 concurrent central writers: the gateway misses no change', async (t) =
 })
 
 t.test('MariaDB killed with SIGKILL mid-sync: the cache stays consistent, and the next sync converges', async (t) => {
-  const m = await startMariaDb(t)
-  const c = await startCentral(t, m)
-  const url = await c.gateway('g1')
-  const dir = tempDir(t)
-  const b = await gateway(t, url, dir)
-  await caughtUp(b, c)
+  const { m, c, dir, b } = await syncedGateway(t)
   for (let round = 0; round < 3; round++) {
     const before = cachedAccounts(dir)
     // A batch of changes, then a kill while the gateway is reading or applying them.
@@ -150,12 +152,7 @@ t.test('MariaDB killed with SIGKILL mid-sync: the cache stays consistent, and th
 })
 
 t.test('MariaDB frozen with SIGSTOP: queries time out, MQTT clients notice nothing; then it converges', async (t) => {
-  const m = await startMariaDb(t)
-  const c = await startCentral(t, m)
-  const url = await c.gateway('g1')
-  await c.account('alice', 'pw-alice', { gateway: 'g1' })
-  const b = await gateway(t, url)
-  await caughtUp(b, c)
+  const { m, c, b } = await syncedGateway(t, (c) => c.account('alice', 'pw-alice', { gateway: 'g1' }))
   const sub = await connectWithAck(t, b.url, { protocolVersion: 5, username: 'alice', password: 'pw-alice' })
   await sub.client.subscribeAsync('/alice/#', { qos: 1 })
   const pub = await connectWithAck(t, b.url, { protocolVersion: 5, username: 'alice', password: 'pw-alice' })
