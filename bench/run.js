@@ -1,12 +1,12 @@
 // Benchmark harness: perch against Mosquitto and Aedes, side by side, in one run.
 // Rules are in /work/shared/PERFORMANCE.md; how to read the output is at the top
 // of bench/RESULTS.md. Usage: node bench/run.js --help
-import { fork, spawnSync } from 'node:child_process'
+import { fork } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import * as br from './brokers.js'
-import { prependSection } from './results-file.js'
+import { machine, median, prependSection } from './report.js'
 
 const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,perch-acl,mosquitto,aedes] [--out FILE]
 scenarios: fanin fanout pairs pairs-qos1 latency conns idle rules (default: all)
@@ -349,23 +349,8 @@ async function runOne(name, scName, ctx) {
 
 // --- report ------------------------------------------------------------------
 
-function median(xs) {
-  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
-  if (s.length === 0) return null
-  const h = s.length >> 1
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2
-}
 
-function sh(cmd) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' })
-  return (r.stdout || '').trim()
-}
 
-function machine() {
-  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))
-  const mem = sh("free -h | awk '/^Mem:/ {print $2}'")
-  return `nproc ${sh('nproc')}, ${mem} RAM (free -h total), ${cpu ? cpu[1].trim() : os.cpus()[0]?.model}`
-}
 
 function report(opts, ctx, results) {
   const bs = opts.brokers

@@ -8,7 +8,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import * as br from './brokers.js'
-import { prependSection } from './results-file.js'
+import { machine, median, prependSection } from './report.js'
 import { MARIADB_OPTIONS, mariadbVersion, startMariaDb } from './sync-mariadb.js'
 
 const USAGE = `usage: node bench/sync.js [--reps N] [--out FILE] [--rule-accounts N] [--keep-logs DIR]
@@ -551,23 +551,8 @@ async function runRep(rep, central, verifiers, opts, plan) {
 
 // --- report -------------------------------------------------------------------------------------
 
-function median(xs) {
-  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
-  if (s.length === 0) return null
-  const h = s.length >> 1
-  return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2
-}
 
-function sh(cmd) {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' })
-  return (r.stdout || '').trim()
-}
 
-function machine() {
-  const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))
-  const mem = sh("free -h | awk '/^Mem:/ {print $2}'")
-  return `nproc ${sh('nproc')}, ${mem} RAM (free -h total), ${cpuModel ? cpuModel[1].trim() : os.cpus()[0]?.model}`
-}
 
 function pkgVersion(name) {
   try {
