@@ -82,7 +82,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       io.out(`perch ${version}\n`)
       return 0
     case 'config':
-      return configCommand(rest, io)
+      return (await import('./config-cli.js')).configCommand(rest, io)
     case 'start':
       return startCommand(rest, io, version)
     case 'account':
@@ -104,25 +104,6 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       io.err(`perch: unknown command "${command}"\n\n${MAIN_HELP}`)
       return 2
   }
-}
-
-function configCommand(args: readonly string[], io: Io): number {
-  const [sub, file] = args
-  if (sub === 'defaults') {
-    io.out(`${JSON.stringify(defaultConfig(io.env), null, 2)}\n`)
-    return 0
-  }
-  if (sub === 'check' && file !== undefined) {
-    const loaded = loadConfigFile(file, defaultConfig(io.env))
-    if (loaded instanceof ConfigError) {
-      io.err(`perch: ${loaded.message}\n`)
-      return 1
-    }
-    io.out(`${JSON.stringify(loaded, null, 2)}\n`)
-    return 0
-  }
-  io.err('Usage: perch config defaults | perch config check FILE\n')
-  return 2
 }
 
 async function startCommand(args: readonly string[], io: Io, version: string): Promise<number> {
