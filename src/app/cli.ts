@@ -37,6 +37,7 @@ Commands:
   central ...           administer the central MySQL database gateways sync from
   sync status           how this gateway's sync with the central database stands
   devices check|list    validate device files; list devices with their live state
+  selftest              check this installation: SQLite, native bindings, broker, a rule
   status                whether perch runs here, its clients, messages, sync and devices
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
@@ -91,6 +92,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return grantCommand(rest, io)
     case 'rule':
       return ruleCommand(rest, io)
+    case 'selftest':
+      return (await import('./selftest.js')).selftestCommand(rest, io, version)
     case 'status':
       return (await import('./status-cli.js')).statusCommand(rest, io)
     case 'devices':
