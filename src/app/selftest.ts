@@ -15,12 +15,12 @@ import { SelftestClient } from './selftest-client.js'
 export const SELFTEST_HELP = `Usage: perch selftest [--timeout SECONDS]
 
 Checks that this installation works on this machine, without touching its state:
-opens a SQLite database, loads the native serial and GPIO bindings, starts a
-broker with its own data in a temporary directory on a free local port, connects
-to it as its admin, publishes and receives a message, and runs the bundled
-"calc" rule. Prints one line per check; exits 0 when all pass, 1 otherwise.
-Used by install.sh before it switches to a new release, and by the build under
-qemu for every target.
+opens a SQLite database, loads every dependency and the native serial and GPIO
+bindings, starts a broker with its own data in a temporary directory on free
+local ports, asks its /healthz, connects to it as its admin, publishes and
+receives a message, and runs the bundled "calc" rule. Prints one line per
+check; exits 0 when all pass, 1 otherwise. Used by install.sh before it switches to a
+new release, and by the build under qemu for every target.
 
 Options:
   --timeout SECONDS   how long each check may take (default 60; emulators are slow)
@@ -91,7 +91,7 @@ class SelftestRun {
   checks(): Check[] {
     return [
       { name: 'sqlite', run: () => Promise.resolve(this.#sqlite()) },
-      { name: 'addons', run: () => this.#addons() },
+      { name: 'modules', run: () => this.#modules() },
       { name: 'broker', run: () => this.#broker() },
       { name: 'mqtt', run: () => this.#mqtt() },
       { name: 'rule', run: () => this.#rule() },
@@ -112,12 +112,17 @@ class SelftestRun {
     }
   }
 
-  async #addons(): Promise<string> {
-    // Importing these loads serialport's prebuilt binding and epoll's addon: a missing or
+  async #modules(): Promise<string> {
+    // Every production dependency, including those only some configurations load (mysql2,
+    // jose, ws): a file pruned too eagerly from a release fails here, not on a live gateway.
+    // The bridge modules load serialport's prebuilt binding and epoll's addon, so a missing or
     // foreign-architecture .node file fails here rather than when the first device starts.
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { dependencies?: Record<string, string> }
+    const names = Object.keys(pkg.dependencies ?? {})
+    for (const name of names) await import(name)
     await import('../bridges/serial/serial-port.js')
     await import('../bridges/gpio/onoff-backend.js')
-    return 'serialport and epoll bindings loaded'
+    return `${names.length} dependencies, the serialport and epoll bindings loaded`
   }
 
   async #broker(): Promise<string> {
@@ -127,6 +132,7 @@ class SelftestRun {
       log: { level: 'warn' },
       listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }],
       devices: { enabled: false },
+      http: { host: '127.0.0.1', port: 0 },
     }
     const config = resolveConfig(overrides, base, 'selftest')
     if (!config.ok) throw config.error
@@ -135,7 +141,11 @@ class SelftestRun {
     const { App } = await import('./app.js')
     this.#app = await App.start(config.value, { clock, logger, version: this.#version })
     const port = this.#app.listeners[0]?.port
-    return `listening on 127.0.0.1:${port}, state in a temporary directory`
+    const httpPort = this.#app.metrics?.port
+    if (httpPort === undefined) throw new Error('the metrics endpoint did not start')
+    const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`)
+    if (health.status !== 200) throw new Error(`/healthz answered ${health.status}`)
+    return `MQTT on 127.0.0.1:${port}, /healthz 200 on port ${httpPort}, state in a temporary directory`
   }
 
   async #mqtt(): Promise<string> {
