@@ -89,7 +89,7 @@ build_target() {
   "$strip" --strip-all "$S/node/bin/node"
 
   step "$t: app and production node_modules"
-  cp -a package.json README.md bin rules device "$S/app/"
+  cp -a package.json bin rules device "$S/app/"
   cp -a "$W/app-dist" "$S/app/dist"
   cp -a "$W/prod/node_modules" "$S/app/"
   cp scripts/launcher.sh "$S/bin/perch" && chmod 0755 "$S/bin/perch"
@@ -109,9 +109,15 @@ build_target() {
     key=$W/cache/$t-node$nodever-$m-$ver.node
     local built=$S/app/node_modules/$m/build/Release
     local file=better_sqlite3.node; [ $m = epoll ] && file=epoll.node
+    local dev=$ROOT/node_modules/$m
     if [ -f "$key" ]; then
       mkdir -p "$built" && cp "$key" "$built/$file"
       echo "   $m $ver: cached"
+    elif [ "$t" = x64 ] && [ "$nodever" = "$HOST_NODE" ] && [ -f "$dev/build/Release/$file" ] &&
+      [ "$(node -p "require('$dev/package.json').version")" = "$ver" ]; then
+      # npm ci built it for this very Node on this very architecture.
+      mkdir -p "$built" && cp "$dev/build/Release/$file" "$built/$file" && cp "$built/$file" "$key"
+      echo "   $m $ver: from the development install (same Node, same architecture)"
     else
       local s=$SECONDS
       (cd "$S/app/node_modules/$m" && CC=$triple-gcc CXX=$triple-g++ LINK=$triple-g++ AR=$triple-ar \

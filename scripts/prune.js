@@ -21,7 +21,8 @@ const modules = join(appDir, 'node_modules')
 const BUILD_ONLY = new Set(['prebuild-install', 'nan', 'node-addon-api', 'node-gyp'])
 const ADDONS = { 'better-sqlite3': 'better_sqlite3.node', epoll: 'epoll.node' }
 const JUNK_DIRS = new Set(['test', 'tests', '__tests__', 'example', 'examples', 'doc', 'docs', '.github', 'benchmark', 'benchmarks', 'man', 'coverage'])
-const JUNK_FILE = /(\.map|\.d\.ts|\.d\.mts|\.d\.cts|\.md|\.markdown|\.gyp|\.gypi|\.c|\.cc|\.cpp|\.h|\.hpp|\.tsbuildinfo|\.browser\.[cm]?js|\.cloudflare\.[cm]?js|\.browser\.mjs)$/i
+// .ts/.mts/.cts: type declarations and TypeScript sources (ajv ships its sources beside dist/).
+const JUNK_FILE = /(\.map|\.ts|\.mts|\.cts|\.md|\.markdown|\.gyp|\.gypi|\.c|\.cc|\.cpp|\.h|\.hpp|\.tsbuildinfo|\.browser\.[cm]?js|\.cloudflare\.[cm]?js|\.browser\.mjs)$/i
 const KEEP_FILE = /^(licen[cs]e|notice|copying)/i
 
 let removedBytes = 0

@@ -76,6 +76,7 @@ function makeRoot(t: Test): string {
   spawnSync('cp', ['-a', '/usr/lib/systemd/system', join(root, 'usr/lib/systemd/')])
   mkdirSync(join(root, 'bin'), { recursive: true })
   copyFileSync('/bin/sh', join(root, 'bin/sh'))
+  copyFileSync('/usr/bin/true', join(root, 'bin/kill'))
   return root
 }
 

@@ -31,7 +31,7 @@ function unitRoot(t: Test, unitText: string): { root: string; unit: string } {
   t.teardown(() => rmSync(root, { recursive: true, force: true }))
   mkdirSync(join(root, 'usr/lib/systemd'), { recursive: true })
   spawnSync('cp', ['-a', SYSTEM_UNITS, join(root, 'usr/lib/systemd/')])
-  for (const exe of ['bin/sh', 'opt/perch/current/bin/perch']) {
+  for (const exe of ['bin/sh', 'bin/kill', 'opt/perch/current/bin/perch']) {
     mkdirSync(dirname(join(root, exe)), { recursive: true })
     copyFileSync('/usr/bin/true', join(root, exe))
     chmodSync(join(root, exe), 0o755)
