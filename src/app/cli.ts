@@ -41,6 +41,8 @@ Commands:
   status                whether perch runs here, its clients, messages, sync and devices
   config defaults       print the embedded default configuration as JSON
   config check FILE     validate a configuration file and print the effective result
+  config init [FILE]    write the defaults as a commented configuration file
+                        (stdout without FILE; --force replaces an existing FILE)
   help [command]        show help
   version               print the version
 

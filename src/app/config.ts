@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { ConfigError, describeError } from '../core/errors.js'
+import { parseJsonc } from '../core/jsonc.js'
 import { err, ok, type Result } from '../core/result.js'
 import { compileSchema } from '../core/schema.js'
 import { CONFIG_SCHEMA } from './config-schema.js'
@@ -280,7 +281,10 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.')
 }
 
-/** Reads, parses and validates a JSON config file over `base`; the error names the file and key. */
+/**
+ * Reads, parses and validates a JSON config file over `base`; the error names the file and key.
+ * Comments and trailing commas are allowed, so that a file can explain itself (perch config init).
+ */
 export function loadConfigFile(path: string, base: PerchConfig): PerchConfig | ConfigError {
   let text: string
   try {
@@ -288,12 +292,8 @@ export function loadConfigFile(path: string, base: PerchConfig): PerchConfig | C
   } catch (e) {
     return new ConfigError(`config file ${path}: ${describeError(e)}`)
   }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch (e) {
-    return new ConfigError(`config file ${path}: not valid JSON: ${describeError(e)}`)
-  }
-  const resolved = resolveConfig(parsed, base, `config file ${path}`)
+  const parsed = parseJsonc(text)
+  if (!parsed.ok) return new ConfigError(`config file ${path}: not valid JSON: ${parsed.error}`)
+  const resolved = resolveConfig(parsed.value, base, `config file ${path}`)
   return resolved.ok ? resolved.value : resolved.error
 }

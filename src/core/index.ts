@@ -1,6 +1,7 @@
 export { type Clock, FakeClock, systemClock, type TimerHandle } from './clock.js'
 export { type DeadlineHandle, DeadlineQueue } from './deadlines.js'
 export { ConfigError, describeError, PerchError, ProtocolError } from './errors.js'
+export { parseJsonc, stripJsonComments } from './jsonc.js'
 export { createLogger, isLogLevel, type LogFields, type Logger, type LogLevel, silentLogger } from './logger.js'
 export { type Err, err, type Ok, ok, type Result } from './result.js'
 export { RingQueue } from './ring-queue.js'

@@ -68,6 +68,7 @@ const PACKAGE_OWNERS: Readonly<Record<string, Owner>> = {
   onoff: { file: 'bridges/gpio/onoff-backend.ts' },
   mysql2: { file: 'sync/mysql.ts' },
   'prom-client': { file: 'app/metrics.ts' },
+  pino: { file: 'core/logger.ts' },
 }
 
 interface ImportEdge {
