@@ -37,6 +37,7 @@ interface Pending {
 /** Ready within this long or the worker is replaced (it is normally ready in tens of ms). */
 const READY_TIMEOUT_MS = 30_000
 const RESPAWN_PAUSE_MS = 1000
+const BUILD_HEARTBEATS = 10
 
 function crashed(message: string): InvokeResult {
   return { ok: false, error: { code: 'crashed', message } }
@@ -63,7 +64,7 @@ export class SandboxHost implements Disposable {
   #nextId = 1
   #worker: Worker | undefined
   /** The request the worker is executing (see WorkerOptions.running). */
-  #running = new Int32Array(new SharedArrayBuffer(4))
+  #running = new Int32Array(new SharedArrayBuffer(8))
   #ready = false
   #spawnedAt = 0
   #lastProgress = 0
@@ -261,7 +262,8 @@ export class SandboxHost implements Disposable {
   // --- the worker's life ------------------------------------------------------------------------
 
   #spawn(): void {
-    const running = new SharedArrayBuffer(4)
+    // Slot 0: the id of the request running in the worker; slot 1: 1 while it builds a module.
+    const running = new SharedArrayBuffer(8)
     this.#running = new Int32Array(running)
     const options: WorkerOptions = { variant: this.#variant, running }
     // execArgv is inherited (tap's TypeScript loader in tests). V8 rejects
@@ -295,7 +297,7 @@ export class SandboxHost implements Disposable {
       if (now - this.#spawnedAt > READY_TIMEOUT_MS) this.#restart()
       return
     }
-    if (this.#posted > 0 && now - this.#lastProgress > this.#heartbeat()) this.#restart()
+    if (this.#posted > 0 && now - this.#lastProgress > this.#budget()) this.#restart()
   }
 
   /**
@@ -372,6 +374,15 @@ export class SandboxHost implements Disposable {
     worker.removeAllListeners()
     worker.on('error', () => {}) // late errors of a worker being terminated are not news
     await worker.terminate()
+  }
+
+  /**
+   * Building an account's QuickJS module (compiling and instantiating the WebAssembly) cannot be
+   * interrupted and takes seconds on a slow board or under emulation: it gets ten heartbeats.
+   * Rule code is bounded by interpreter ticks and keeps the plain heartbeat.
+   */
+  #budget(): number {
+    return Atomics.load(this.#running, 1) === 1 ? BUILD_HEARTBEATS * this.#heartbeat() : this.#heartbeat()
   }
 
   #heartbeat(): number {

@@ -85,10 +85,13 @@ export interface AccountModule {
  */
 export class QuickJSFactory {
   readonly variant: QuickJSVariantName
+  readonly #onBuild: (building: boolean) => void
   #compiled: Promise<{ base: QuickJSSyncVariant; module: WasmModule }> | undefined
 
-  constructor(variant: QuickJSVariantName) {
+  /** `onBuild` is told when a module build starts and ends: it cannot be interrupted. */
+  constructor(variant: QuickJSVariantName, onBuild: (building: boolean) => void = () => {}) {
     this.variant = variant
+    this.#onBuild = onBuild
   }
 
   /**
@@ -96,6 +99,15 @@ export class QuickJSFactory {
    * when the process cannot reserve another memory (address space: see notes/quickjs.md §2).
    */
   async newAccountModule(capMb: number): Promise<AccountModule> {
+    this.#onBuild(true)
+    try {
+      return await this.#newAccountModule(capMb)
+    } finally {
+      this.#onBuild(false)
+    }
+  }
+
+  async #newAccountModule(capMb: number): Promise<AccountModule> {
     const { base, module } = await this.#compile()
     const cap = this.variant === 'debug' ? Math.max(capMb, DEBUG_MIN_CAP_MB) : capMb
     const memory = new (wasm().Memory)({ initial: MIN_INITIAL_BYTES / PAGE, maximum: (cap * 1024 * 1024) / PAGE })

@@ -35,8 +35,9 @@ export class SandboxWorker {
 
   constructor(port: MessagePort, options: WorkerOptions) {
     this.#port = port
-    this.#factory = new QuickJSFactory(options.variant)
     this.#running = new Int32Array(options.running)
+    // Slot 1 tells the host's watchdog that a module is being built (see SandboxHost#budget).
+    this.#factory = new QuickJSFactory(options.variant, (building) => Atomics.store(this.#running, 1, building ? 1 : 0))
     port.on('message', (requests: Request[]) => {
       for (const r of requests) this.#queue.push(r)
       if (!this.#draining) void this.#drain()

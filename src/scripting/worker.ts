@@ -6,7 +6,7 @@ import { SandboxWorker } from './worker-loop.js'
 
 function options(data: unknown): WorkerOptions {
   const d = data as { variant?: unknown; running?: unknown } | null
-  const running = d?.running instanceof SharedArrayBuffer ? d.running : new SharedArrayBuffer(4)
+  const running = d?.running instanceof SharedArrayBuffer ? d.running : new SharedArrayBuffer(8)
   return { variant: d?.variant === 'debug' ? 'debug' : 'release', running }
 }
 
