@@ -1,38 +1,52 @@
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { AccountService } from '../auth/accounts.js'
-import type { JwtSettings } from '../auth/jwt.js'
+import type { AccountService } from '../auth/accounts.js'
 import type { MysqlUsersHooks } from '../auth/mysql-users-hooks.js'
-import { OpenHooks } from '../auth/open.js'
-import { StaticRuleHooks } from '../auth/static-rules.js'
-import type { BridgeService } from '../bridges/service.js'
+import type { BridgeService, DevicesChange } from '../bridges/service.js'
 import type { Clock } from '../core/clock.js'
 import { DeadlineQueue } from '../core/deadlines.js'
-import { ConfigError, describeError } from '../core/errors.js'
+import { ConfigError, describeError, PerchError } from '../core/errors.js'
 import type { Logger } from '../core/logger.js'
+import { err, ok, type Result } from '../core/result.js'
 import { Broker } from '../mqtt/broker/broker.js'
-import type { BrokerHooks } from '../mqtt/broker/hooks.js'
 import { SysPublisher } from '../mqtt/broker/sys.js'
 import type { SessionStore } from '../mqtt/session/store.js'
 import type { ConnectionLimits, TransportServices } from '../mqtt/transport/context.js'
 import { ImmediateFlusher } from '../mqtt/transport/flusher.js'
-import { ConnectionSet, type ListenerSpec, listen, type RunningListener } from '../mqtt/transport/listeners.js'
-import { RulesService } from '../scripting/engine/rules-service.js'
-import { startBridges } from './bridges.js'
-import type { ListenerConfig, PerchConfig } from './config.js'
+import { ConnectionSet, listen, type RunningListener } from '../mqtt/transport/listeners.js'
+import { type RuleLimits, RulesService, type RulesSettings } from '../scripting/engine/rules-service.js'
+import { buildHooks, openAccounts } from './auth-setup.js'
+import { DeviceBridges } from './bridges.js'
+import type { PerchConfig } from './config.js'
 import { MetricsServer } from './metrics.js'
 import { openMysqlUsers } from './mysql-users.js'
 import { SystemdNotifier } from './notify.js'
+import { planReload } from './reload-plan.js'
 import { writeStatusFile } from './status-file.js'
 import { openSessionStore } from './store.js'
 import { SyncService } from './sync-service.js'
 import { syncSysEntries } from './sync-sys.js'
+import { connectionLimits, listenerSpec } from './transport-setup.js'
 
 export interface AppDeps {
   readonly clock: Clock
   readonly logger: Logger
   readonly version: string
+}
+
+/** What one reload did; it is also logged as `perch.reload`. */
+export interface ReloadReport {
+  /** Changed config keys now in effect (dotted paths). */
+  readonly applied: readonly string[]
+  /** Changed config keys that wait for a restart. */
+  readonly needsRestart: readonly string[]
+  /** Undefined when devices are disabled or their reload failed. */
+  readonly devices: DevicesChange | undefined
+  /** Rules running afterwards; undefined when rules are disabled or their reload failed. */
+  readonly rules: number | undefined
+  /** Parts whose reload threw; they keep what they ran before. */
+  readonly failed: readonly { readonly part: string; readonly error: string }[]
 }
 
 /**
@@ -44,7 +58,7 @@ export class App {
   readonly listeners: readonly RunningListener[]
   readonly #connections: ConnectionSet
   readonly #deadlines: DeadlineQueue
-  readonly #sys: SysPublisher | undefined
+  #sys: SysPublisher | undefined
   readonly #logger: Logger
   /** Where sessions and retained messages are kept (SQLite unless persistence.mode is memory). */
   readonly store: SessionStore
@@ -62,8 +76,21 @@ export class App {
   readonly metrics: MetricsServer | undefined
   #stopping: Promise<void> | undefined
   #notifier: SystemdNotifier | undefined
+  /** What runs: the start config, with the live keys of each reload since taken over. */
+  #config: PerchConfig
+  /** Shared with every connection: reload() changes the live ones in place. */
+  readonly #limits: ConnectionLimits
+  readonly #devices: DeviceBridges | undefined
+  readonly #clock: Clock
+  readonly #version: string
+  #reloading: Promise<unknown> = Promise.resolve()
+  #status = ''
 
   private constructor(parts: {
+    config: PerchConfig
+    limits: ConnectionLimits
+    clock: Clock
+    version: string
     broker: Broker
     listeners: RunningListener[]
     connections: ConnectionSet
@@ -75,15 +102,20 @@ export class App {
     mysqlUsers: MysqlUsersHooks | undefined
     rules: RulesService | undefined
     sync: SyncService | undefined
-    bridges: BridgeService | undefined
+    devices: DeviceBridges | undefined
     metrics: MetricsServer | undefined
   }) {
+    this.#config = parts.config
+    this.#limits = parts.limits
+    this.#clock = parts.clock
+    this.#version = parts.version
     this.metrics = parts.metrics
     this.accounts = parts.accounts
     this.mysqlUsers = parts.mysqlUsers
     this.rules = parts.rules
     this.sync = parts.sync
-    this.bridges = parts.bridges
+    this.#devices = parts.devices
+    this.bridges = parts.devices?.service
     this.broker = parts.broker
     this.listeners = parts.listeners
     this.#connections = parts.connections
@@ -167,19 +199,14 @@ export class App {
       await abort(e)
     }
     // Sensors are not worth failing the gateway for: a broken device file or bridge is logged and skipped.
-    let bridges: BridgeService | undefined
+    let devices: DeviceBridges | undefined
     try {
-      bridges = await startBridges(config, broker, clock, logger)
+      devices = await DeviceBridges.start(config, broker, clock, logger)
     } catch (e) {
       logger.error('bridges.start-failed', { error: describeError(e) })
     }
-    const sys = config.sys.interval > 0 ? new SysPublisher(broker, clock, config.sys.interval * 1000, deps.version) : undefined
-    if (sync !== undefined) sys?.addSource(() => syncSysEntries(sync.status, clock.now()))
-    if (bridges !== undefined) sys?.addSource(() => bridges.sysEntries())
-    sys?.onPublish((entries) =>
-      writeStatusFile(config.dataDir, { pid: process.pid, version: deps.version, writtenAt: clock.now(), interval: config.sys.interval, entries: Object.fromEntries(entries) }),
-    )
-    sys?.start()
+    const bridges = devices?.service
+    const sys = startSys(config, { broker, clock, version: deps.version, sync, bridges })
     let metrics: MetricsServer | undefined
     if (config.http !== undefined) {
       const sources = { broker, sync, bridges, rules, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
@@ -187,7 +214,7 @@ export class App {
         metrics = await MetricsServer.start(config.http, sources, logger)
       } catch (e) {
         sys?.dispose()
-        await bridges?.dispose()
+        await devices?.dispose()
         await sync?.dispose()
         await rules?.dispose()
         await abort(e)
@@ -201,11 +228,95 @@ export class App {
       auth: broker.hooks.name,
       listeners: listeners.map((l) => ({ name: l.spec.name, kind: l.spec.kind, host: l.spec.host, port: l.port })),
     })
-    const app = new App({ broker, listeners, connections, deadlines, sys, logger, store, accounts, mysqlUsers, rules, sync, bridges, metrics })
+    const app = new App({
+      config,
+      limits,
+      clock,
+      version: deps.version,
+      broker,
+      listeners,
+      connections,
+      deadlines,
+      sys,
+      logger,
+      store,
+      accounts,
+      mysqlUsers,
+      rules,
+      sync,
+      devices,
+      metrics,
+    })
+    app.#status = `listening on ${listeners.map((l) => `${l.spec.name}:${l.port}`).join(', ')}`
     app.#notifier = new SystemdNotifier({ env: process.env, clock, logger, pid: process.pid })
     app.#notifier.start()
-    await app.#notifier.ready(`listening on ${listeners.map((l) => `${l.spec.name}:${l.port}`).join(', ')}`)
+    await app.#notifier.ready(app.#status)
     return app
+  }
+
+  /**
+   * Takes over a re-read config without closing a client connection (planReload names the live
+   * keys), and re-reads the rules store and the devices directory even when the config is the
+   * same. A config that failed to load changes nothing. Calls queue; systemd sees each one as
+   * RELOADING=1 ... READY=1.
+   */
+  reload(next: PerchConfig | ConfigError): Promise<Result<ReloadReport, PerchError>> {
+    const run = this.#reloading.then(() => this.#reload(next))
+    this.#reloading = run.catch(() => undefined)
+    return run
+  }
+
+  async #reload(next: PerchConfig | ConfigError): Promise<Result<ReloadReport, PerchError>> {
+    if (this.#stopping !== undefined) return err(new PerchError('ESTOPPING', 'perch is stopping'))
+    await this.#notifier?.reloading()
+    try {
+      if (next instanceof ConfigError) {
+        this.#logger.error('perch.reload-failed', { error: next.message, hint: 'perch keeps running with the configuration it had' })
+        return err(next)
+      }
+      return ok(await this.#apply(next))
+    } finally {
+      await this.#notifier?.ready(this.#status)
+    }
+  }
+
+  async #apply(next: PerchConfig): Promise<ReloadReport> {
+    const previous = this.#config
+    const plan = planReload(previous, next)
+    const config = plan.config
+    this.#config = config
+    // Only the live limits differ between `config` and what runs, so the rest are rewritten unchanged.
+    Object.assign(this.#limits, connectionLimits(config))
+    if (config.sys.interval !== previous.sys.interval) {
+      this.#sys?.dispose()
+      this.#sys = startSys(config, { broker: this.broker, clock: this.#clock, version: this.#version, sync: this.sync, bridges: this.bridges })
+    }
+    const failed: { part: string; error: string }[] = []
+    const attempt = async <T>(part: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await fn()
+      } catch (e) {
+        failed.push({ part, error: describeError(e) })
+        return undefined
+      }
+    }
+    const { rules } = this
+    const deviceBridges = this.#devices
+    const running = rules === undefined ? undefined : await attempt('rules', () => rules.reload(ruleLimits(config)).then(() => rules.engine.rules.size))
+    const devices = deviceBridges === undefined ? undefined : await attempt('devices', () => deviceBridges.reload(config))
+    const report: ReloadReport = { applied: plan.applied, needsRestart: plan.needsRestart, devices, rules: running, failed }
+    const fields = {
+      applied: report.applied,
+      needsRestart: report.needsRestart,
+      devices: devices === undefined ? undefined : { ...devices, unchanged: devices.unchanged.length },
+      rules: running,
+      failed: failed.length > 0 ? failed : undefined,
+      hint: report.needsRestart.length > 0 ? 'the keys in needsRestart take effect when perch restarts' : undefined,
+    }
+    if (failed.length > 0) this.#logger.error('perch.reload', fields)
+    else if (report.needsRestart.length > 0) this.#logger.warn('perch.reload', fields)
+    else this.#logger.info('perch.reload', fields)
+    return report
   }
 
   stop(): Promise<void> {
@@ -214,13 +325,15 @@ export class App {
   }
 
   async #stop(): Promise<void> {
+    // A reload under way finishes first; the ones queued behind it see #stopping and do nothing.
+    await this.#reloading
     await this.#notifier?.stopping()
     this.#logger.info('perch.stopping', { clients: this.broker.liveCount })
     const closing = [this.metrics?.close(), ...this.listeners.map((l) => l.close())]
     this.#connections.shutdown()
     await Promise.all(closing)
     this.#sys?.dispose()
-    await this.bridges?.dispose()
+    await this.#devices?.dispose()
     await this.sync?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()
@@ -235,101 +348,33 @@ export class App {
 }
 
 function startRules(config: PerchConfig, broker: Broker, clock: Clock, logger: Logger): Promise<RulesService> {
-  const r = config.rules
-  return RulesService.start(broker, clock, logger, {
+  const settings: RulesSettings = {
     dataDir: config.dataDir,
-    rulesDir: r.dir ?? fileURLToPath(new URL('../../rules', import.meta.url)),
-    failureLimit: r.failureLimit,
-    coolOffMs: r.coolOff * 1000,
+    rulesDir: config.rules.dir ?? fileURLToPath(new URL('../../rules', import.meta.url)),
     flushIntervalMs: 100,
-    reloadIntervalMs: r.reloadInterval * 1000,
-  })
+    ...ruleLimits(config),
+  }
+  return RulesService.start(broker, clock, logger, settings)
 }
 
-async function openAccounts(config: PerchConfig, clock: Clock, logger: Logger): Promise<AccountService> {
-  const a = config.auth
-  const r = a.rateLimit
-  const opened = await AccountService.open(
-    {
-      dataDir: config.dataDir,
-      jwt: jwtSettings(config),
-      byAddress: { maxFailures: r.addressFailures, windowMs: r.window * 1000, blockMs: r.block * 1000 },
-      byAccount: { maxFailures: r.accountFailures, windowMs: r.window * 1000, blockMs: r.block * 1000 },
-      reloadIntervalMs: a.reloadInterval * 1000,
-      limits: { maxTopicLength: config.limits.maxTopicLength, maxTopicLevels: config.limits.maxTopicLevels },
-    },
-    clock,
-    logger,
+function ruleLimits(config: PerchConfig): RuleLimits {
+  const r = config.rules
+  return { failureLimit: r.failureLimit, coolOffMs: r.coolOff * 1000, reloadIntervalMs: r.reloadInterval * 1000 }
+}
+
+/** The $SYS publisher, started (none when sys.interval is 0), with the sync's and the bridges' entries. */
+function startSys(
+  config: PerchConfig,
+  parts: { broker: Broker; clock: Clock; version: string; sync: SyncService | undefined; bridges: BridgeService | undefined },
+): SysPublisher | undefined {
+  const { broker, clock, version, sync, bridges } = parts
+  if (config.sys.interval <= 0) return undefined
+  const sys = new SysPublisher(broker, clock, config.sys.interval * 1000, version)
+  if (sync !== undefined) sys.addSource(() => syncSysEntries(sync.status, clock.now()))
+  if (bridges !== undefined) sys.addSource(() => bridges.sysEntries())
+  sys.onPublish((entries) =>
+    writeStatusFile(config.dataDir, { pid: process.pid, version, writtenAt: clock.now(), interval: config.sys.interval, entries: Object.fromEntries(entries) }),
   )
-  if (!opened.ok) throw new ConfigError(`accounts: ${opened.error.message}`)
-  return opened.value
-}
-
-function jwtSettings(config: PerchConfig): JwtSettings | undefined {
-  const j = config.auth.jwt
-  if (j === undefined) return undefined
-  const secret = j.secretFile === undefined ? j.secret : readText(j.secretFile, 'auth.jwt.secretFile').trim()
-  if (secret !== undefined && Buffer.byteLength(secret) < 16) throw new ConfigError('auth.jwt: the secret must have at least 16 bytes')
-  const publicKey = j.publicKeyFile === undefined ? undefined : readText(j.publicKeyFile, 'auth.jwt.publicKeyFile')
-  return { secret, publicKey, accountClaim: j.accountClaim, issuer: j.issuer, audience: j.audience, clockToleranceSeconds: j.clockTolerance }
-}
-
-function readText(path: string, key: string): string {
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (e) {
-    throw new ConfigError(`${key} ${path}: ${describeError(e)}`)
-  }
-}
-
-function buildHooks(config: PerchConfig): BrokerHooks {
-  if (config.auth.mode === 'open') return new OpenHooks()
-  return new StaticRuleHooks({
-    allowAnonymous: config.auth.allowAnonymous,
-    defaultAction: config.auth.defaultAction,
-    rules: config.auth.rules.map((r) => ({ action: r.action, access: r.access, topic: r.topic, username: r.username })),
-  })
-}
-
-function connectionLimits(config: PerchConfig): ConnectionLimits {
-  const l = config.limits
-  return {
-    maxPacketSize: l.maxPacketSize,
-    connectTimeoutMs: l.connectTimeout * 1000,
-    maxKeepalive: l.maxKeepalive,
-    receiveMaximum: l.receiveMaximum,
-    topicAliasMaximum: l.topicAliasMaximum,
-    maxTopicLength: l.maxTopicLength,
-    maxTopicLevels: l.maxTopicLevels,
-    maxWriteBuffer: l.maxWriteBuffer,
-    slowConsumerPolicy: l.slowConsumerPolicy,
-    maxConnections: l.maxConnections,
-  }
-}
-
-function listenerSpec(l: ListenerConfig): ListenerSpec {
-  return {
-    name: l.name ?? `${l.kind}-${l.port}`,
-    kind: l.kind,
-    host: l.host ?? '127.0.0.1',
-    port: l.port,
-    path: l.path ?? '/mqtt',
-    tls:
-      l.kind === 'tls' && l.cert !== undefined && l.key !== undefined
-        ? {
-            cert: readPem(l.cert, 'cert'),
-            key: readPem(l.key, 'key'),
-            ca: l.ca === undefined ? undefined : readPem(l.ca, 'ca'),
-            requireClientCert: l.requireClientCert === true,
-          }
-        : undefined,
-  }
-}
-
-function readPem(path: string, what: string): Buffer {
-  try {
-    return readFileSync(path)
-  } catch (e) {
-    throw new ConfigError(`tls ${what} file ${path}: ${describeError(e)}`)
-  }
+  sys.start()
+  return sys
 }

@@ -4,6 +4,7 @@ import { ConfigError, describeError } from '../core/errors.js'
 import { createLogger } from '../core/logger.js'
 import { accountCommand, grantCommand } from './account-cli.js'
 import type { App } from './app.js'
+import { CoalescingRunner } from './coalescing-runner.js'
 import { defaultConfig, loadConfigFile, type PerchConfig, resolveConfig } from './config.js'
 import { ruleCommand } from './rule-cli.js'
 import { readVersion } from './version.js'
@@ -65,7 +66,10 @@ Options:
 ${START_OPTIONS}  -h, --help           show this help
 
 Signals: SIGTERM or SIGINT stop accepting, send MQTT 5 clients DISCONNECT 0x8B
-(server shutting down), flush and exit 0. Logs are JSON lines on stdout.
+(server shutting down), flush and exit 0. SIGHUP re-reads the config file, the
+rules and the device files without dropping clients; an invalid config file is
+logged and the running one kept, and settings that only apply at the next start
+are listed in the perch.reload event. Logs are JSON lines on stdout.
 `
 
 /** Parses argv and runs one command; returns the process exit code. */
@@ -140,8 +144,26 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
     logger.info('perch.signal', { signal })
     signalled()
   }
+  // A SIGHUP during start-up reloads once perch is up: the file may have changed after it was read.
+  let started: (app: App | undefined) => void = () => {}
+  const running = new Promise<App | undefined>((resolve) => {
+    started = resolve
+  })
+  const reloads = new CoalescingRunner(
+    async () => {
+      const app = await running
+      // Read when the reload runs, not when the signal came: a queued reload sees the latest file.
+      await app?.reload(buildConfig(values, io.env))
+    },
+    (e) => logger.error('perch.reload-failed', { error: describeError(e) }),
+  )
+  const onHangup = (signal: NodeJS.Signals): void => {
+    logger.info('perch.signal', { signal })
+    void reloads.request()
+  }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  process.on('SIGHUP', onHangup)
   try {
     let app: App
     try {
@@ -149,10 +171,12 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
       const { App } = await import('./app.js')
       app = await App.start(config, { clock, logger, version })
     } catch (e) {
+      started(undefined)
       logger.error('perch.start-failed', { error: describeError(e) })
       io.err(`perch: ${describeError(e)}\n`)
       return 1
     }
+    started(app)
     await stopRequested
     try {
       await app.stop()
@@ -163,6 +187,7 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
   } finally {
     process.off('SIGTERM', onSignal)
     process.off('SIGINT', onSignal)
+    process.off('SIGHUP', onHangup)
   }
   return 0
 }

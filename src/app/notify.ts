@@ -14,11 +14,16 @@ export interface NotifierDeps {
   readonly pid: number
   /** Defaults to execFile with a 5 s timeout. */
   readonly spawn?: SpawnFn
+  /** CLOCK_MONOTONIC in microseconds, as systemd measures it; defaults to process.hrtime. */
+  readonly monotonicUsec?: () => bigint
 }
 
 const spawnSystemdNotify: SpawnFn = (command, args, env, done) => {
   execFile(command, [...args], { env, timeout: 5000 }, (error) => done(error))
 }
+
+// libuv's hrtime reads CLOCK_MONOTONIC on Linux, the clock MONOTONIC_USEC is compared against.
+const monotonicUsec = (): bigint => process.hrtime.bigint() / 1000n
 
 /**
  * sd_notify for a service started with Type=notify. Node has no AF_UNIX datagram sockets, so
@@ -68,9 +73,18 @@ export class SystemdNotifier {
     this.#timer = this.#deps.clock.setTimer(interval, tick)
   }
 
-  /** Start-up is complete: the listeners accept connections. */
+  /** Start-up or a reload is complete: the listeners accept connections. */
   ready(status: string): Promise<void> {
     return this.#send(['READY=1', `STATUS=${status}`])
+  }
+
+  /**
+   * A reload has begun; ready() ends it. Type=notify-reload units need MONOTONIC_USEC with it, to
+   * tell this reload from an earlier one; Type=notify units take RELOADING=1 ... READY=1 alone.
+   */
+  reloading(): Promise<void> {
+    const usec = (this.#deps.monotonicUsec ?? monotonicUsec)()
+    return this.#send(['RELOADING=1', `MONOTONIC_USEC=${usec}`, 'STATUS=reloading'])
   }
 
   /** A free-form status line for `systemctl status`. */

@@ -1,6 +1,7 @@
 // Runs the configured devices: one bridge per enabled device, each publishing through its own
 // in-process client acting as the device's account. Keeps their statuses, offers them as $SYS
-// entries and as a status file for `perch devices list`, and releases them in reverse order.
+// entries and as a status file for `perch devices list`, brings them in line with re-read device
+// files on reload, and releases them in reverse order.
 import { renameSync, writeFileSync } from 'node:fs'
 import type { Clock, TimerHandle } from '../core/clock.js'
 import { describeError } from '../core/errors.js'
@@ -49,7 +50,7 @@ export interface DevicesStatusFile {
     readonly lastError: string | null
     readonly counters: Readonly<BridgeCounters>
   }[]
-  /** Files that were skipped at start. */
+  /** Files that were skipped at the last start or reload. */
   readonly problems: readonly DeviceFileError[]
 }
 
@@ -79,10 +80,24 @@ interface Running {
   readonly fixed: { state: DeviceState; since: number; lastError: string | undefined } | undefined
 }
 
+/** What apply() did, by device name. */
+export interface DevicesChange {
+  /** New devices. */
+  readonly started: readonly string[]
+  /** Devices no longer configured. */
+  readonly stopped: readonly string[]
+  /** Devices whose definition changed, or that had failed, stopped and started again. */
+  readonly restarted: readonly string[]
+  /** Devices left running untouched. */
+  readonly unchanged: readonly string[]
+}
+
 export class BridgeService {
   readonly #options: BridgeServiceOptions
-  readonly #devices: Running[] = []
-  readonly #problems: readonly DeviceFileError[]
+  #devices: Running[] = []
+  #problems: readonly DeviceFileError[]
+  #factories: BridgeFactories
+  #applying: Promise<unknown> = Promise.resolve()
   readonly #log: Logger
   #heartbeat: TimerHandle | undefined
   #writePending = false
@@ -92,6 +107,7 @@ export class BridgeService {
   private constructor(problems: readonly DeviceFileError[], options: BridgeServiceOptions) {
     this.#options = options
     this.#problems = problems
+    this.#factories = options.factories
     this.#log = options.logger
   }
 
@@ -140,7 +156,7 @@ export class BridgeService {
   }
 
   #build(config: DeviceConfig, ctx: BridgeContext): Bridge {
-    const f = this.#options.factories
+    const f = this.#factories
     const missing = (): never => {
       throw new Error(`no ${config.kind} bridge in this build`)
     }
@@ -167,12 +183,60 @@ export class BridgeService {
     })
   }
 
+  /**
+   * Makes the running devices these, without touching a device whose definition is unchanged: its
+   * bridge keeps its port, its state and its counters. Devices that vanished or changed are
+   * released first (a changed one may reopen the same serial port or GPIO lines), then new and
+   * changed ones start with `factories`. A device that had failed is tried again. Calls queue.
+   */
+  apply(configs: readonly DeviceConfig[], problems: readonly DeviceFileError[], factories: BridgeFactories): Promise<DevicesChange> {
+    const run = this.#applying.then(() => this.#apply(configs, problems, factories))
+    this.#applying = run.catch(() => undefined)
+    return run
+  }
+
+  async #apply(configs: readonly DeviceConfig[], problems: readonly DeviceFileError[], factories: BridgeFactories): Promise<DevicesChange> {
+    const none: DevicesChange = { started: [], stopped: [], restarted: [], unchanged: [] }
+    if (this.#stopping !== undefined) return none
+    const before = new Set(this.#devices.map((d) => d.config.name))
+    const wanted = new Map(configs.map((c) => [c.name, c]))
+    const kept = new Map<string, Running>()
+    const released: Running[] = []
+    for (const d of this.#devices) {
+      const next = wanted.get(d.config.name)
+      if (next !== undefined && d.fixed?.state !== 'failed' && sameDefinition(d.config, next)) kept.set(d.config.name, d)
+      else released.push(d)
+    }
+    for (const d of released.reverse()) {
+      await this.#release(d)
+      this.#devices = this.#devices.filter((x) => x !== d)
+    }
+    // dispose() may have begun meanwhile: it releases what is left, and nothing new starts.
+    if (this.#stopping !== undefined) return none
+    this.#factories = factories
+    this.#problems = problems
+    this.#devices = []
+    for (const config of configs) {
+      const same = kept.get(config.name)
+      if (same !== undefined) this.#devices.push(same)
+      else this.#startOne(config)
+    }
+    this.#writeStatus()
+    const names = configs.map((c) => c.name)
+    return {
+      started: names.filter((n) => !before.has(n)),
+      stopped: [...before].filter((n) => !wanted.has(n)),
+      restarted: names.filter((n) => before.has(n) && !kept.has(n)),
+      unchanged: names.filter((n) => kept.has(n)),
+    }
+  }
+
   /** Every configured device with its live state, in start order. */
   list(): DeviceEntry[] {
     return this.#devices.map((d) => entryOf(d))
   }
 
-  /** The problems of the files that were skipped. */
+  /** The problems of the files that were skipped at the last start or reload. */
   get problems(): readonly DeviceFileError[] {
     return this.#problems
   }
@@ -208,16 +272,21 @@ export class BridgeService {
   async #dispose(): Promise<void> {
     this.#heartbeat?.cancel()
     this.#heartbeat = undefined
-    for (const d of [...this.#devices].reverse()) {
-      d.unwatch?.()
-      if (d.bridge !== undefined) await this.#disposeBridge(d.config, d.bridge)
-      try {
-        d.port?.dispose()
-      } catch (e) {
-        this.#log.error('device.port-dispose-failed', { device: d.config.name, error: describeError(e) })
-      }
-    }
+    // A running apply() finishes releasing first, so no bridge is released twice.
+    await this.#applying
+    for (const d of [...this.#devices].reverse()) await this.#release(d)
     this.#writeStatus(this.#options.clock.now())
+  }
+
+  /** Stops watching a device, then releases its bridge (within the timeout) and its port. */
+  async #release(d: Running): Promise<void> {
+    d.unwatch?.()
+    if (d.bridge !== undefined) await this.#disposeBridge(d.config, d.bridge)
+    try {
+      d.port?.dispose()
+    } catch (e) {
+      this.#log.error('device.port-dispose-failed', { device: d.config.name, error: describeError(e) })
+    }
   }
 
   async #disposeBridge(config: DeviceConfig, bridge: Bridge): Promise<void> {
@@ -277,6 +346,11 @@ export class BridgeService {
       this.#writeFailed = true
     }
   }
+}
+
+/** Device definitions are plain data from the loader, built in a fixed key order. */
+function sameDefinition(a: DeviceConfig, b: DeviceConfig): boolean {
+  return JSON.stringify(a) === JSON.stringify(b)
 }
 
 function entryOf(d: Running): DeviceEntry {

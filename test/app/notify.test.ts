@@ -1,12 +1,11 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createInterface } from 'node:readline'
 import t from 'tap'
 import { type SpawnFn, SystemdNotifier } from '../../src/app/notify.js'
 import { FakeClock } from '../../src/core/clock.js'
 import { type Logger, silentLogger } from '../../src/core/logger.js'
+import { fakeNotifySocket } from '../helpers/notify-socket.js'
 
 const PID = 4242
 
@@ -81,6 +80,25 @@ t.test('STOPPING=1 on stop ends the pings', async (t) => {
   t.equal(calls.length, sent, 'nothing after dispose')
 })
 
+t.test('a reload is RELOADING=1 with MONOTONIC_USEC, ended by READY=1', async (t) => {
+  const { spawn, calls } = fakeSpawn()
+  const n = new SystemdNotifier({ env: SYSTEMD_ENV, clock: new FakeClock(), logger: silentLogger(), pid: PID, spawn, monotonicUsec: () => 1_234_567_890n })
+  await n.reloading()
+  await n.ready('listening on mqtt:1883')
+  t.same(calls, [
+    ['systemd-notify', `--pid=${PID}`, 'RELOADING=1', 'MONOTONIC_USEC=1234567890', 'STATUS=reloading'],
+    ['systemd-notify', `--pid=${PID}`, 'READY=1', 'STATUS=listening on mqtt:1883'],
+  ])
+  const before = process.hrtime.bigint() / 1000n
+  const real = fakeSpawn()
+  const m = notifier(SYSTEMD_ENV, real.spawn).n
+  await m.reloading()
+  const sent = BigInt((real.calls[0]?.find((a) => a.startsWith('MONOTONIC_USEC=')) ?? '=0').split('=')[1] ?? '0')
+  t.ok(sent >= before && sent <= process.hrtime.bigint() / 1000n, 'by default the monotonic clock in microseconds')
+  n.dispose()
+  m.dispose()
+})
+
 t.test('nothing at all without NOTIFY_SOCKET', async (t) => {
   const { spawn, calls } = fakeSpawn()
   const { n, clock } = notifier({ WATCHDOG_USEC: '30000000' }, spawn)
@@ -111,78 +129,29 @@ t.test('failures are logged once and never thrown', async (t) => {
   await t.resolves(throwing.ready('up'))
 })
 
-// A stand-in for PID 1's notify socket: prints every datagram as a JSON line and closes the
-// fds passed with it (systemd-notify waits on that BARRIER=1 fd).
-const FAKE_PID1 = `
-import json, os, socket, sys, array
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-s.bind(sys.argv[1])
-print(json.dumps({"bound": True}), flush=True)
-while True:
-    data, anc, flags, addr = s.recvmsg(4096, socket.CMSG_SPACE(64) + socket.CMSG_SPACE(12))
-    pid = None
-    for level, kind, payload in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds = array.array("i"); fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-            for fd in fds: os.close(fd)
-        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-            pid = int.from_bytes(payload[0:4], sys.byteorder)
-    print(json.dumps({"pid": pid, "text": data.decode()}), flush=True)
-`
-
 t.test('a real systemd-notify reaches a NOTIFY_SOCKET', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'perch-notify-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const socketPath = join(dir, 'notify')
-  let server: ChildProcess
-  try {
-    server = spawn('python3', ['-c', FAKE_PID1, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] })
-  } catch (e) {
-    t.skip(`python3 cannot run: ${String(e)}`, () => {})
-    return
-  }
-  t.teardown(() => {
-    server.kill('SIGKILL')
-  })
-  const lines: { bound?: boolean; pid?: number | null; text?: string }[] = []
-  let wake: () => void = () => {}
-  const stdout = server.stdout
-  if (stdout === null) throw new Error('no stdout')
-  createInterface({ input: stdout }).on('line', (line) => {
-    lines.push(JSON.parse(line))
-    wake()
-  })
-  const waitFor = async (n: number, ms: number): Promise<boolean> => {
-    const until = Date.now() + ms
-    while (lines.length < n && Date.now() < until) {
-      await new Promise<void>((resolve) => {
-        wake = resolve
-        setTimeout(resolve, 100)
-      })
-    }
-    return lines.length >= n
-  }
-  const spawnFailed = new Promise<Error>((resolve) => server.on('error', resolve))
-  const bound = await Promise.race([waitFor(1, 10_000), spawnFailed])
-  if (bound !== true) {
-    t.skip(`the fake notify socket did not start: ${bound instanceof Error ? bound.message : 'timeout'}`, () => {})
+  const socket = await fakeNotifySocket(t, join(dir, 'notify'))
+  if (typeof socket === 'string') {
+    t.skip(socket, () => {})
     return
   }
 
   const warnings: unknown[] = []
   const logger: Logger = { ...silentLogger(), warn: (event, fields) => warnings.push({ event, fields }) }
-  const n = new SystemdNotifier({ env: { NOTIFY_SOCKET: socketPath }, clock: new FakeClock(), logger, pid: process.pid })
+  const n = new SystemdNotifier({ env: { NOTIFY_SOCKET: socket.path }, clock: new FakeClock(), logger, pid: process.pid })
   await n.ready('listening on mqtt:1883')
   if (warnings.length > 0) {
     t.skip(`systemd-notify refused to run outside systemd: ${JSON.stringify(warnings)}`, () => {})
     return
   }
-  t.ok(await waitFor(2, 10_000), 'the socket received a datagram')
-  const message = lines[1]?.text ?? ''
-  t.comment(`received: ${JSON.stringify(lines[1])}`)
+  t.ok(await socket.waitFor(1, 10_000), 'the socket received a datagram')
+  const received = socket.messages()[0]
+  const message = received?.text ?? ''
+  t.comment(`received: ${JSON.stringify(received)}`)
   t.match(message, /^READY=1$/m)
   t.match(message, /^STATUS=listening on mqtt:1883$/m)
-  if (process.getuid?.() === 0) t.equal(lines[1]?.pid, process.pid, 'as root the datagram carries perch pid')
+  if (process.getuid?.() === 0) t.equal(received?.pid, process.pid, 'as root the datagram carries perch pid')
   n.dispose()
 })

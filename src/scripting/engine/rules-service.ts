@@ -19,6 +19,9 @@ export interface RulesSettings extends EngineSettings {
   readonly reloadIntervalMs: number
 }
 
+/** The settings reload() takes over while rules run. */
+export type RuleLimits = Pick<RulesSettings, 'failureLimit' | 'coolOffMs' | 'reloadIntervalMs'>
+
 /**
  * Rules as a whole: the store, the sandbox worker, the engine, the control topics, and rules
  * pushed by other processes picked up live. Started after the broker, stopped before it.
@@ -31,20 +34,22 @@ export class RulesService implements Disposable {
   readonly #control: RuleControl
   readonly #clock: Clock
   readonly #logger: Logger
-  readonly #settings: RulesSettings
+  /** The engine reads the failure limits from this same object, so reload() changes them in place. */
+  readonly #settings: { -readonly [K in keyof RulesSettings]: RulesSettings[K] }
   #timer: TimerHandle | undefined
-  #syncing = false
+  #syncing: Promise<void> | undefined
+  #syncAgain = false
 
   private constructor(store: RuleStore, broker: Broker, clock: Clock, logger: Logger, settings: RulesSettings) {
     this.store = store
     this.#clock = clock
     this.#logger = logger
-    this.#settings = settings
+    this.#settings = { ...settings }
     const host = (): Promise<SandboxHost> => {
       this.#host ??= SandboxHost.start({ now: () => clock.now(), kvSnapshot: (account) => store.kv(account) })
       return this.#host
     }
-    this.engine = new RuleEngine(broker, host, store, clock, logger, settings)
+    this.engine = new RuleEngine(broker, host, store, clock, logger, this.#settings)
     const control = broker.openLocal(systemClient('rules-control'))
     this.#control = new RuleControl(this.engine, store, control, settings.rulesDir, logger, () => clock.now())
   }
@@ -79,24 +84,57 @@ export class RulesService implements Disposable {
     this.store.dispose()
   }
 
-  /** Makes the running rules what the store holds: new and changed versions installed, removed ones stopped. */
-  async #sync(): Promise<void> {
-    if (this.#syncing) return
-    this.#syncing = true
-    try {
-      const stored = this.store.rules()
-      const wanted = new Set(stored.map((r) => `${r.account}\0${r.name}`))
-      for (const r of stored) {
-        const running = this.engine.rule(r.account, r.name)
-        if (running === undefined || running.version !== r.version) await this.#install(r)
-      }
-      for (const r of [...this.engine.rules.values()]) {
-        if (r.origin !== 'file' && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
-      }
-      this.#reportConflicts()
-    } finally {
-      this.#syncing = false
+  /**
+   * Takes over new failure limits (from each rule's next failure on) and a new poll interval, then
+   * brings the running rules in line with the store now instead of at the next poll.
+   */
+  async reload(limits: RuleLimits): Promise<void> {
+    if (this.#closed) return
+    this.#settings.failureLimit = limits.failureLimit
+    this.#settings.coolOffMs = limits.coolOffMs
+    if (limits.reloadIntervalMs !== this.#settings.reloadIntervalMs) {
+      this.#settings.reloadIntervalMs = limits.reloadIntervalMs
+      this.#schedule()
     }
+    this.store.changed()
+    await this.#sync()
+  }
+
+  /**
+   * Makes the running rules what the store holds: new and changed versions installed, removed ones
+   * stopped. A call during a sync makes one more sync after it, which reads the store afresh.
+   */
+  #sync(): Promise<void> {
+    if (this.#syncing !== undefined) {
+      this.#syncAgain = true
+      return this.#syncing
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.#syncAgain = false
+          await this.#syncOnce()
+        } while (this.#syncAgain && !this.#closed)
+      } finally {
+        this.#syncing = undefined
+      }
+    }
+    this.#syncing = Promise.resolve().then(run)
+    return this.#syncing
+  }
+
+  async #syncOnce(): Promise<void> {
+    if (this.#closed) return
+    const stored = this.store.rules()
+    const wanted = new Set(stored.map((r) => `${r.account}\0${r.name}`))
+    for (const r of stored) {
+      const running = this.engine.rule(r.account, r.name)
+      if (running === undefined || running.version !== r.version) await this.#install(r)
+    }
+    for (const r of [...this.engine.rules.values()]) {
+      if (r.origin !== 'file' && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
+    }
+    this.#reportConflicts()
   }
 
   /** Central updates that replaced pushed rules, told to the account on /A/rules/NAME/conflict. */
@@ -131,7 +169,9 @@ export class RulesService implements Disposable {
     if (!installed.ok) this.#logger.error('rule.not-loaded', { account: r.account, rule: r.name, version: r.version, error: installed.error })
   }
 
+  /** (Re)arms the poll; the one pending timer is replaced, so a reload never makes a second chain. */
   #schedule(): void {
+    this.#timer?.cancel()
     if (this.#closed) return
     this.#timer = this.#clock.setTimer(this.#settings.reloadIntervalMs, () => {
       let changed = false
