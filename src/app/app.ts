@@ -352,6 +352,7 @@ function startRules(config: PerchConfig, broker: Broker, clock: Clock, logger: L
     dataDir: config.dataDir,
     rulesDir: config.rules.dir ?? fileURLToPath(new URL('../../rules', import.meta.url)),
     flushIntervalMs: 100,
+    watchdogMs: config.rules.watchdog * 1000,
     ...ruleLimits(config),
   }
   return RulesService.start(broker, clock, logger, settings)

@@ -106,6 +106,7 @@ export const CONFIG_SCHEMA: JsonSchema = {
         failureLimit: int(1, 1000),
         coolOff: int(0, 86_400),
         reloadInterval: { type: 'number', minimum: 0.05, maximum: 3600 },
+        watchdog: { type: 'number', minimum: 0.1, maximum: 600 },
       },
     },
     devices: {

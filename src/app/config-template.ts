@@ -42,7 +42,8 @@ commitIntervalMs after the first write, or after commitMaxWrites writes. onCorru
   rules: `Account rules (JavaScript run in a sandbox). dir: where /A/runfile/NAME finds NAME.js
 (the bundled rules when unset). A rule failing failureLimit times in a row is suspended
 for coolOff seconds. reloadInterval: seconds between checks for rules pushed with perch
-rule.`,
+rule. watchdog: seconds the sandbox worker may make no progress before it is replaced
+(raise it on very slow boards; a restart applies it).`,
   devices: `Sensor bridges: one JSON file per device in "dir" (<dataDir>/devices when unset);
 "board" names a board profile (detected from /proc/device-tree/model when unset). perch
 devices check validates the files.`,

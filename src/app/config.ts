@@ -139,6 +139,11 @@ export interface RulesConfig {
   coolOff: number
   /** Seconds between checks for rules pushed with the CLI while perch runs. */
   reloadInterval: number
+  /**
+   * Seconds the sandbox worker may go without finishing a step before it is replaced: the
+   * backstop for native calls that ignore a rule's time limit. Raise it on very slow boards.
+   */
+  watchdog: number
 }
 
 export interface JwtConfig {
@@ -206,7 +211,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
     },
     sys: { interval: 10 },
     persistence: { mode: 'sqlite', file: 'perch.db', synchronous: 'full', commitIntervalMs: 5, commitMaxWrites: 1000, onCorrupt: 'fail' },
-    rules: { enabled: true, failureLimit: 5, coolOff: 60, reloadInterval: 1 },
+    rules: { enabled: true, failureLimit: 5, coolOff: 60, reloadInterval: 1, watchdog: 1 },
     devices: { enabled: true },
   }
 }

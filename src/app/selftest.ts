@@ -131,6 +131,8 @@ class SelftestRun {
       log: { level: 'warn' },
       listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }],
       devices: { enabled: false },
+      // Under emulation (the release build's check) everything is 10-30 times slower.
+      rules: { watchdog: 30 },
       http: { host: '127.0.0.1', port: 0 },
     }
     const config = resolveConfig(overrides, base, 'selftest')

@@ -17,6 +17,8 @@ export interface RulesSettings extends EngineSettings {
   readonly rulesDir: string | undefined
   /** Seconds between checks for rules pushed with the CLI while perch runs. */
   readonly reloadIntervalMs: number
+  /** The sandbox worker's watchdog (SandboxOptions.heartbeatMs); its default when absent. */
+  readonly watchdogMs?: number
 }
 
 /** The settings reload() takes over while rules run. */
@@ -46,7 +48,7 @@ export class RulesService implements Disposable {
     this.#logger = logger
     this.#settings = { ...settings }
     const host = (): Promise<SandboxHost> => {
-      this.#host ??= SandboxHost.start({ now: () => clock.now(), kvSnapshot: (account) => store.kv(account) })
+      this.#host ??= SandboxHost.start({ now: () => clock.now(), kvSnapshot: (account) => store.kv(account), ...(settings.watchdogMs === undefined ? {} : { heartbeatMs: settings.watchdogMs }) })
       return this.#host
     }
     this.engine = new RuleEngine(broker, host, store, clock, logger, this.#settings)
