@@ -75,6 +75,19 @@ async function measure(cmd, args, env, port) {
   return { connackMs, rss }
 }
 
+/** RSS of the bundled Node doing nothing (a timer), as the floor under perch's figure. */
+async function bareNodeRss(target, release) {
+  const node = join(release, 'node/bin/node')
+  const script = ['-e', 'setInterval(() => {}, 1000)']
+  const q = QEMU[target]
+  const child = target === 'x64' ? spawn(node, script, { stdio: 'ignore' }) : spawn(q.bin, [node, ...script], { env: { ...process.env, QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix }, stdio: 'ignore' })
+  await new Promise((r) => setTimeout(r, IDLE_MS + (target === 'x64' ? 500 : 5000)))
+  const rss = rssMb(child.pid)
+  child.kill('SIGTERM')
+  await new Promise((r) => child.once('exit', r))
+  return rss
+}
+
 function unpack(target) {
   const tarball = join(ROOT, 'dist', `perch-${VERSION}-linux-${target}.tar.xz`)
   if (!existsSync(tarball)) return undefined
@@ -107,7 +120,9 @@ for (const target of ['x64', 'arm64', 'armhf']) {
   const first = []
   const restart = []
   const rss = []
+  const bare = []
   for (let i = 0; i < REPS; i++) {
+    bare.push(await bareNodeRss(target, u.release))
     const data = mkdtempSync(join(tmpdir(), 'perch-bench-data-'))
     // The first start creates the databases; the second opens them, as after a reboot.
     const a = await perchRun(target, u.release, data, await freePort())
@@ -124,7 +139,7 @@ for (const target of ['x64', 'arm64', 'armhf']) {
     }
     process.stderr.write(`${target} rep ${i + 1}: first ${a.connackMs.toFixed(0)} ms, restart ${b.connackMs.toFixed(0)} ms, RSS ${a.rss?.toFixed(1)} / ${b.rss?.toFixed(1)} MB\n`)
   }
-  rows.push({ target, first, restart, rss })
+  rows.push({ target, first, restart, rss, bare })
   rmSync(u.dir, { recursive: true, force: true })
 }
 if (rows.length === 0) {
@@ -143,21 +158,21 @@ const lines = [
   `- command: \`node bench/dist.js --reps ${REPS} --idle ${IDLE_MS / 1000}${values.out ? ` --out ${values.out}` : ''}\` (${Math.round((Date.now() - started) / 1000)} s in all)`,
   `- machine: ${machine()}; load average ${sh("cut -d' ' -f1-3 /proc/loadavg")} when the run ended`,
   `- versions: perch ${VERSION} (${sh('git rev-parse --short HEAD')}); tarballs from \`scripts/dist.sh\`; ${sh('mosquitto -h | head -1')}; ${sh('qemu-aarch64-static --version | head -1')}`,
-  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start --allow-anonymous\` (under qemu-user: its bundled node with the same flags) twice on one fresh data directory, first start (databases created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT sent by polling every 5 ms is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected. Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
+  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start --allow-anonymous\` (under qemu-user: its bundled node with the same flags) twice on one fresh data directory, first start (databases created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT sent by polling every 5 ms is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected; "bare Node" is the release's own node running only a timer, measured the same way, the floor under perch's figure (most of it is the node binary's own pages). Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
   '',
   '| tarball | .tar.xz | unpacked | of which Node | of which app + node_modules | target ≤ 25 MB compressed |',
   '| --- | --- | --- | --- | --- | --- |',
   ...sizes.map((s) => `| perch-${VERSION}-linux-${s.target}.tar.xz | **${mb(s.bytes)} MB** | ${mb(s.unpacked)} MB | ${mb(s.node)} MB | ${mb(s.app)} MB | ${s.bytes <= 25 * 1048576 ? 'met' : 'MISSED'} |`),
   '',
-  '| where | exec -> CONNACK, first start (ms) | exec -> CONNACK, restart (ms) | idle RSS (MB) | ratio to Mosquitto (first start / RSS) | target RSS ≤ 60 MB | per rep: first / restart / RSS |',
-  '| --- | --- | --- | --- | --- | --- | --- |',
+  '| where | exec -> CONNACK, first start (ms) | exec -> CONNACK, restart (ms) | idle RSS (MB) | bare Node idle RSS (MB) | ratio to Mosquitto (first start / RSS) | target RSS ≤ 60 MB | per rep: first / restart / RSS |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- |',
   ...rows.map((r) => {
     const rss = median(r.rss)
     const ratio = r.target === 'x64' && mosqFirst !== null && mosqRss !== null ? `${(median(r.first) / mosqFirst).toFixed(1)}x / ${(rss / mosqRss).toFixed(1)}x` : '-'
     const reps = r.first.map((x, i) => `${f(x)} / ${f(r.restart[i])} / ${f(r.rss[2 * i], 1)}`).join('; ')
-    return `| perch, ${where(r.target)} | **${f(median(r.first))}** | ${f(median(r.restart))} | **${f(rss, 1)}** | ${ratio} | ${rss <= 60 ? 'met' : 'MISSED'} | ${reps} |`
+    return `| perch, ${where(r.target)} | **${f(median(r.first))}** | ${f(median(r.restart))} | **${f(rss, 1)}** | ${f(median(r.bare), 1)} | ${ratio} | ${rss <= 60 ? 'met' : 'MISSED'} | ${reps} |`
   }),
-  `| Mosquitto, x64, native | ${f(mosqFirst, 1)} | - | ${f(mosqRss, 1)} | 1 | - | ${mosq.first.map((x, i) => `${f(x, 1)} / ${f(mosq.rss[i], 1)}`).join('; ')} |`,
+  `| Mosquitto, x64, native | ${f(mosqFirst, 1)} | - | ${f(mosqRss, 1)} | - | 1 | - | ${mosq.first.map((x, i) => `${f(x, 1)} / ${f(mosq.rss[i], 1)}`).join('; ')} |`,
   '',
 ]
 const section = lines.join('\n')

@@ -97,7 +97,7 @@ build_target() {
   cp systemd/perch.service systemd/perch.sysusers.conf "$S/systemd/"
   cp README.md "$S/README.md"
   local nodever abi
-  nodever=$(node -p "require('$N/package.json').version")
+  nodever=$(node -p "require('$N/package.json').version.replace(/^v/, '')")
   abi=$(grep -m1 -E '^#define NODE_MODULE_VERSION [0-9]+' "$N/include/node/node_version.h" | awk '{print $3}')
   printf '%s\n' "version=$VERSION" "target=linux-$t" "node=$nodever" "abi=$abi" "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" > "$S/RELEASE"
 
