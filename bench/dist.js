@@ -100,7 +100,9 @@ async function perchRun(target, release, dataDir, port) {
   const args = ['start', '--allow-anonymous', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn']
   if (target === 'x64') return measure(join(release, 'bin/perch'), args, {}, port)
   const q = QEMU[target]
-  const node = [join(release, 'node/bin/node'), '--disable-wasm-trap-handler', join(release, 'app/bin/perch.js')]
+  // The launcher's own Node flags (none on armhf), since qemu runs the bundled node directly.
+  const flags = /^NODE_FLAGS="(.*)"$/m.exec(readFileSync(join(release, 'bin/perch'), 'utf8'))?.[1]?.split(' ').filter(Boolean) ?? []
+  const node = [join(release, 'node/bin/node'), ...flags, join(release, 'app/bin/perch.js')]
   return measure(q.bin, [...node, ...args], { QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix }, port)
 }
 

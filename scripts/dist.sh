@@ -93,6 +93,10 @@ build_target() {
   cp -a "$W/app-dist" "$S/app/dist"
   cp -a "$W/prod/node_modules" "$S/app/"
   cp scripts/launcher.sh "$S/bin/perch" && chmod 0755 "$S/bin/perch"
+  local flags=--disable-wasm-trap-handler
+  [ "$t" = armhf ] && flags=""
+  sed -i "s/^NODE_FLAGS=.*/NODE_FLAGS=\"$flags\"/" "$S/bin/perch"
+  grep -q "^NODE_FLAGS=\"$flags\"$" "$S/bin/perch" || die "$t: could not set the launcher's NODE_FLAGS"
   cp install.sh "$S/install.sh" && chmod 0755 "$S/install.sh"
   cp systemd/perch.service systemd/perch.sysusers.conf "$S/systemd/"
   cp README.md "$S/README.md"
@@ -136,7 +140,7 @@ build_target() {
     step "$t: perch selftest${qemu:+ under $qemu ($qcpu)}"
     local s=$SECONDS
     if [ -n "$qemu" ]; then
-      (cd "$W" && QEMU_CPU=$qcpu QEMU_LD_PREFIX=/usr/$triple "$qemu" "$S/node/bin/node" --disable-wasm-trap-handler "$S/app/bin/perch.js" selftest --timeout 120) ||
+      (cd "$W" && QEMU_CPU=$qcpu QEMU_LD_PREFIX=/usr/$triple "$qemu" "$S/node/bin/node" $flags "$S/app/bin/perch.js" selftest --timeout 120) ||
         die "$t: the selftest failed; the tarball is not written"
     else
       (cd "$W" && "$S/bin/perch" selftest) || die "$t: the selftest failed; the tarball is not written"

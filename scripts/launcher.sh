@@ -2,6 +2,9 @@
 # bin/perch of a release: runs perch on the Node bundled with it, whatever Node the machine has.
 # --disable-wasm-trap-handler: with V8's WASM trap handler every rule sandbox reserves ~10 GB of
 # address space, and a Raspberry Pi kernel gives a process 512 GB, so only ~50 accounts could
-# run rules.
+# run rules. 32-bit Node has no trap handler (and Node 20.11 not the flag): scripts/dist.sh
+# empties NODE_FLAGS for armhf.
+NODE_FLAGS="--disable-wasm-trap-handler"
 here=$(dirname "$(readlink -f "$0")")
-exec "$here/../node/bin/node" --disable-wasm-trap-handler "$here/../app/bin/perch.js" "$@"
+# shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
+exec "$here/../node/bin/node" $NODE_FLAGS "$here/../app/bin/perch.js" "$@"

@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net'
 import { PacketDecoder } from '../mqtt/protocol/decoder.js'
 import { encodePublish } from '../mqtt/protocol/encoder.js'
 import type { Packet } from '../mqtt/protocol/packets.js'
+import { lengthPrefixed, varintSize, writeVarint } from '../mqtt/protocol/properties.js'
 
 /**
  * The smallest MQTT 3.1.1 client that can prove a gateway works: connect, subscribe, publish
@@ -102,20 +103,14 @@ function connectPacket(clientId: string, username: string, password: string): Bu
 }
 
 function frame(first: number, body: Buffer): Buffer {
-  const len: number[] = []
-  let n = body.length
-  do {
-    let byte = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) byte |= 0x80
-    len.push(byte)
-  } while (n > 0)
-  return Buffer.concat([Buffer.from([first, ...len]), body])
+  const head = Buffer.alloc(1 + varintSize(body.length))
+  head[0] = first
+  writeVarint(head, 1, body.length)
+  return Buffer.concat([head, body])
 }
 
 function str(s: string): Buffer {
-  const b = Buffer.from(s)
-  return Buffer.concat([u16(b.length), b])
+  return lengthPrefixed(s)
 }
 
 function u16(n: number): Buffer {
