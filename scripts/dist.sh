@@ -93,8 +93,8 @@ build_target() {
   cp -a "$W/app-dist" "$S/app/dist"
   cp -a "$W/prod/node_modules" "$S/app/"
   cp scripts/launcher.sh "$S/bin/perch" && chmod 0755 "$S/bin/perch"
-  local flags=--disable-wasm-trap-handler
-  [ "$t" = armhf ] && flags=""
+  local flags="--disable-wasm-trap-handler --max-semi-space-size=2"
+  [ "$t" = armhf ] && flags="--max-semi-space-size=2"
   sed -i "s/^NODE_FLAGS=.*/NODE_FLAGS=\"$flags\"/" "$S/bin/perch"
   grep -q "^NODE_FLAGS=\"$flags\"$" "$S/bin/perch" || die "$t: could not set the launcher's NODE_FLAGS"
   cp install.sh "$S/install.sh" && chmod 0755 "$S/install.sh"

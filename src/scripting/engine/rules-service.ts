@@ -59,7 +59,8 @@ export class RulesService implements Disposable {
   static async start(broker: Broker, clock: Clock, logger: Logger, settings: RulesSettings): Promise<RulesService> {
     const opened = RuleStore.open(settings.dataDir, clock)
     if (!opened.ok) throw new ConfigError(`rules: ${opened.error.message}`)
-    if (!wasmTrapHandlerDisabled() && (process.arch === 'arm64' || process.arch === 'arm')) {
+    // 32-bit V8 has no WASM trap handler, so only 64-bit ARM boards (39-bit address space) need the flag.
+    if (!wasmTrapHandlerDisabled() && process.arch === 'arm64') {
       logger.warn('rules.address-space', {
         hint: `node runs without --disable-wasm-trap-handler: on a board with a 39-bit address space only about ${MODULES_WITH_TRAP_HANDLER} accounts can run rules (bin/perch.js passes the flag)`,
       })
