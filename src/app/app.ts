@@ -7,7 +7,7 @@ import type { BridgeService, DevicesChange } from '../bridges/service.js'
 import type { Clock } from '../core/clock.js'
 import { DeadlineQueue } from '../core/deadlines.js'
 import { ConfigError, describeError, PerchError } from '../core/errors.js'
-import type { Logger } from '../core/logger.js'
+import type { Logger, LogLevel } from '../core/logger.js'
 import { err, ok, type Result } from '../core/result.js'
 import { Broker } from '../mqtt/broker/broker.js'
 import { SysPublisher } from '../mqtt/broker/sys.js'
@@ -33,6 +33,8 @@ export interface AppDeps {
   readonly clock: Clock
   readonly logger: Logger
   readonly version: string
+  /** Changes the level of `logger` and its children, so a reload can apply `log.level`. */
+  readonly setLogLevel?: ((level: LogLevel) => void) | undefined
 }
 
 /** What one reload did; it is also logged as `perch.reload`. */
@@ -83,6 +85,7 @@ export class App {
   readonly #devices: DeviceBridges | undefined
   readonly #clock: Clock
   readonly #version: string
+  #setLogLevel: ((level: LogLevel) => void) | undefined
   #reloading: Promise<unknown> = Promise.resolve()
   #status = ''
 
@@ -247,6 +250,7 @@ export class App {
       devices,
       metrics,
     })
+    app.#setLogLevel = deps.setLogLevel
     app.#status = `listening on ${listeners.map((l) => `${l.spec.name}:${l.port}`).join(', ')}`
     app.#notifier = new SystemdNotifier({ env: process.env, clock, logger, pid: process.pid })
     app.#notifier.start()
@@ -282,11 +286,12 @@ export class App {
 
   async #apply(next: PerchConfig): Promise<ReloadReport> {
     const previous = this.#config
-    const plan = planReload(previous, next)
+    const plan = planReload(previous, next, this.#setLogLevel !== undefined)
     const config = plan.config
     this.#config = config
     // Only the live limits differ between `config` and what runs, so the rest are rewritten unchanged.
     Object.assign(this.#limits, connectionLimits(config))
+    if (config.log.level !== previous.log.level) this.#setLogLevel?.(config.log.level)
     if (config.sys.interval !== previous.sys.interval) {
       this.#sys?.dispose()
       this.#sys = startSys(config, { broker: this.broker, clock: this.#clock, version: this.#version, sync: this.sync, bridges: this.bridges })

@@ -169,7 +169,7 @@ async function startCommand(args: readonly string[], io: Io, version: string): P
     try {
       // Loaded here so that the other commands start without the broker's modules.
       const { App } = await import('./app.js')
-      app = await App.start(config, { clock, logger, version })
+      app = await App.start(config, { clock, logger, version, setLogLevel: (level) => logger.setLevel(level) })
     } catch (e) {
       started(undefined)
       logger.error('perch.start-failed', { error: describeError(e) })

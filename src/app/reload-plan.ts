@@ -11,9 +11,13 @@ export interface ReloadPlan {
   readonly needsRestart: readonly string[]
 }
 
-/** Compares `next` with what runs; `running` is what the last start or reload left in effect. */
-export function planReload(running: PerchConfig, next: PerchConfig): ReloadPlan {
-  const config = takeLive(running, next)
+/**
+ * Compares `next` with what runs; `running` is what the last start or reload left in effect.
+ * `logLevelLive`: whoever made the logger can change its level.
+ */
+export function planReload(running: PerchConfig, next: PerchConfig, logLevelLive = false): ReloadPlan {
+  const taken = takeLive(running, next)
+  const config = logLevelLive ? { ...taken, log: { ...taken.log, level: next.log.level } } : taken
   const needsRestart = changedKeys(config, next)
   const applied = changedKeys(running, next).filter((k) => !needsRestart.includes(k))
   return { config, applied, needsRestart }
@@ -23,7 +27,7 @@ export function planReload(running: PerchConfig, next: PerchConfig): ReloadPlan 
  * The live keys are values read afresh when a client connects, per write, per timer or per rule
  * failure. Limits a connected client was told in its CONNACK (packet size, receive maximum, topic
  * aliases) or that sessions and queues were built with stay as they are until a restart, as do
- * listeners, the data directory, persistence, auth, sync, the HTTP endpoint and the log level.
+ * listeners, the data directory, persistence, auth, sync and the HTTP endpoint.
  */
 function takeLive(running: PerchConfig, next: PerchConfig): PerchConfig {
   const l = next.limits

@@ -15,14 +15,22 @@ export interface Logger {
   child(fields: LogFields): Logger
 }
 
+/** The logger a process starts with: its level can change while it runs (SIGHUP). */
+export interface RootLogger extends Logger {
+  setLevel(level: LogLevel): void
+}
+
 /**
  * Lines look like {"level":"info","time":"<ISO>",...bindings,...fields,"event":"x"}, written
  * synchronously to `write` one line per call, so that a crash loses nothing already logged.
  */
-export function createLogger(level: LogLevel, write: (line: string) => void, now: () => number, base: LogFields = {}): Logger {
+export function createLogger(level: LogLevel, write: (line: string) => void, now: () => number, base: LogFields = {}): RootLogger {
+  // One threshold shared by the root and every child, so a new level reaches loggers made
+  // earlier; pino's own level stays at the lowest and leaves the filtering to it.
+  const threshold = { min: ORDER[level] }
   const root = pino(
     {
-      level,
+      level: 'debug',
       // journald records the pid and host of every line already.
       base: null,
       messageKey: 'event',
@@ -33,12 +41,16 @@ export function createLogger(level: LogLevel, write: (line: string) => void, now
     },
     { write },
   )
-  return wrap(root, root, ORDER[level], {}).child(base)
+  const logger = wrap(root, root, threshold, {}).child(base)
+  const setLevel = (l: LogLevel): void => {
+    threshold.min = ORDER[l]
+  }
+  return { ...logger, setLevel }
 }
 
-function wrap(root: Pino, log: Pino, min: number, bindings: LogFields): Logger {
+function wrap(root: Pino, log: Pino, threshold: { min: number }, bindings: LogFields): Logger {
   const emit = (lvl: LogLevel, event: string, fields?: LogFields): void => {
-    if (ORDER[lvl] < min) return
+    if (ORDER[lvl] < threshold.min) return
     if (fields === undefined) {
       log[lvl](event)
       return
@@ -55,7 +67,7 @@ function wrap(root: Pino, log: Pino, min: number, bindings: LogFields): Logger {
     error: (e, f) => emit('error', e, f),
     child: (fields) => {
       const merged = { ...bindings, ...plainFields(fields) }
-      return wrap(root, root.child(merged), min, merged)
+      return wrap(root, root.child(merged), threshold, merged)
     },
   }
 }

@@ -57,6 +57,17 @@ t.test('live keys are applied, the others are named as needing a restart', async
   t.equal(plan.config.dataDir, base.dataDir)
 })
 
+t.test('log.level applies live when the logger can change its level', async (t) => {
+  const next = edit((c) => {
+    c.log.level = 'debug'
+  })
+  t.same(planReload(base, next).needsRestart, ['log.level'], 'not without a way to change it')
+  const plan = planReload(base, next, true)
+  t.same(plan.applied, ['log.level'])
+  t.same(plan.needsRestart, [])
+  t.equal(plan.config.log.level, 'debug')
+})
+
 t.test('what needs a restart is judged against what runs, so it is reported until it matches again', async (t) => {
   const first = planReload(
     base,

@@ -36,6 +36,22 @@ t.test('events below the level are not written', async (t) => {
   }
 })
 
+t.test('setLevel reaches the root and every child, also those made before', async (t) => {
+  const { logger, events } = capture('info')
+  const child = logger.child({ component: 'rules' })
+  child.debug('hidden')
+  logger.setLevel('debug')
+  child.debug('shown', { n: 1 })
+  logger.child({ component: 'later' }).debug('shown too')
+  logger.setLevel('error')
+  child.warn('hidden again')
+  logger.error('still written')
+  t.same(
+    events().map((e) => e.event),
+    ['shown', 'shown too', 'still written'],
+  )
+})
+
 t.test('an event name is written as given, printf markers included', async (t) => {
   const { logger, events } = capture('info')
   logger.info('odd %s %d event', {})
