@@ -19,13 +19,12 @@ import { type RuleLimits, RulesService, type RulesSettings } from '../scripting/
 import { buildHooks, openAccounts } from './auth-setup.js'
 import { DeviceBridges } from './bridges.js'
 import type { PerchConfig } from './config.js'
-import { MetricsServer } from './metrics.js'
-import { openMysqlUsers } from './mysql-users.js'
+import type { MetricsServer } from './metrics.js'
 import { SystemdNotifier } from './notify.js'
 import { planReload } from './reload-plan.js'
 import { writeStatusFile } from './status-file.js'
 import { openSessionStore } from './store.js'
-import { SyncService } from './sync-service.js'
+import type { SyncService } from './sync-service.js'
 import { syncSysEntries } from './sync-sys.js'
 import { connectionLimits, listenerSpec } from './transport-setup.js'
 
@@ -139,7 +138,9 @@ export class App {
     const deadlines = new DeadlineQueue(clock)
     const limits = connectionLimits(config)
     const accounts = config.auth.mode === 'accounts' ? await openAccounts(config, clock, logger) : undefined
-    const mysqlUsers = config.auth.mode === 'mysql-users' ? openMysqlUsers(config, clock, logger) : undefined
+    // The modules behind optional parts (mysql2, prom-client) load only when the config asks
+    // for that part: each costs a few MB of resident memory on a board that never uses it.
+    const mysqlUsers = config.auth.mode === 'mysql-users' ? (await import('./mysql-users.js')).openMysqlUsers(config, clock, logger) : undefined
     const { store, state } = openSessionStore(config, clock, logger)
     const broker = new Broker({
       hooks: accounts?.hooks ?? mysqlUsers ?? buildHooks(config),
@@ -196,7 +197,7 @@ export class App {
     }
     let sync: SyncService | undefined
     try {
-      sync = config.sync === undefined ? undefined : SyncService.start(config.sync, config.dataDir, clock, logger)
+      sync = config.sync === undefined ? undefined : (await import('./sync-service.js')).SyncService.start(config.sync, config.dataDir, clock, logger)
     } catch (e) {
       await rules?.dispose()
       await abort(e)
@@ -214,6 +215,7 @@ export class App {
     if (config.http !== undefined) {
       const sources = { broker, sync, bridges, rules, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
       try {
+        const { MetricsServer } = await import('./metrics.js')
         metrics = await MetricsServer.start(config.http, sources, logger)
       } catch (e) {
         sys?.dispose()

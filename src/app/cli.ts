@@ -2,11 +2,9 @@ import { parseArgs } from 'node:util'
 import { systemClock } from '../core/clock.js'
 import { ConfigError, describeError } from '../core/errors.js'
 import { createLogger } from '../core/logger.js'
-import { accountCommand, grantCommand } from './account-cli.js'
 import type { App } from './app.js'
 import { CoalescingRunner } from './coalescing-runner.js'
 import { defaultConfig, loadConfigFile, type PerchConfig, resolveConfig } from './config.js'
-import { ruleCommand } from './rule-cli.js'
 import { readVersion } from './version.js'
 
 export interface Io {
@@ -93,11 +91,11 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     case 'start':
       return startCommand(rest, io, version)
     case 'account':
-      return accountCommand(rest, io)
+      return (await import('./account-cli.js')).accountCommand(rest, io)
     case 'grant':
-      return grantCommand(rest, io)
+      return (await import('./account-cli.js')).grantCommand(rest, io)
     case 'rule':
-      return ruleCommand(rest, io)
+      return (await import('./rule-cli.js')).ruleCommand(rest, io)
     case 'selftest':
       return (await import('./selftest.js')).selftestCommand(rest, io, version)
     case 'status':

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs'
 import { ConfigError, describeError } from '../core/errors.js'
 import { parseJsonc } from '../core/jsonc.js'
 import { err, ok, type Result } from '../core/result.js'
-import { compileSchema } from '../core/schema.js'
+import { deferredSchema } from '../core/schema.js'
 import { CONFIG_SCHEMA } from './config-schema.js'
 
 export interface ListenerConfig {
@@ -216,7 +216,8 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
   }
 }
 
-const validate = compileSchema<Partial<PerchConfig>>(CONFIG_SCHEMA)
+// Compiled on the first config read: commands given no config file (help, status) skip it.
+const validate = deferredSchema<Partial<PerchConfig>>(CONFIG_SCHEMA)
 
 /** Validates a parsed config file and lays it over the defaults; errors name the key. */
 export function resolveConfig(input: unknown, base: PerchConfig, source: string): Result<PerchConfig, ConfigError> {

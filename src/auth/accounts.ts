@@ -15,7 +15,7 @@ import { AccountHooks } from './account-hooks.js'
 import { AccountStore } from './account-store.js'
 import { Acl } from './acl.js'
 import { type GrantLimits, GrantRequests } from './grant-requests.js'
-import { type JwtSettings, JwtVerifier } from './jwt.js'
+import type { JwtSettings, JwtVerifier } from './jwt.js'
 import { hashPassword, PasswordChecker, randomPassword } from './password.js'
 import { FailureLimiter, type RateLimitSettings } from './rate-limit.js'
 
@@ -73,10 +73,14 @@ export class AccountService implements Disposable {
   /** Opens the store; on a first start (no accounts at all) creates an admin with a random password. */
   static async open(settings: AccountSettings, clock: Clock, logger: Logger): Promise<Result<AccountService, DbError>> {
     let jwt: JwtVerifier | undefined
-    try {
-      jwt = settings.jwt === undefined ? undefined : new JwtVerifier(settings.jwt, () => clock.now())
-    } catch (e) {
-      throw new ConfigError(`auth.jwt: ${describeError(e)}`)
+    if (settings.jwt !== undefined) {
+      // jose loads only when JWT logins are configured: most gateways never verify a token.
+      const { JwtVerifier } = await import('./jwt.js')
+      try {
+        jwt = new JwtVerifier(settings.jwt, () => clock.now())
+      } catch (e) {
+        throw new ConfigError(`auth.jwt: ${describeError(e)}`)
+      }
     }
     const opened = AccountStore.open(settings.dataDir, clock)
     if (!opened.ok) return opened

@@ -4,7 +4,7 @@
 // stops the good ones.
 import { existsSync, statSync } from 'node:fs'
 import { basename, join } from 'node:path'
-import { compileSchema, type Validator } from '../core/schema.js'
+import { deferredSchema, type Validator } from '../core/schema.js'
 import { bundledDeviceDir, type DeviceFileError, jsonFiles, loadBoards, loadSchemaFile, readJsonFile, schemaErrors } from './boards.js'
 import { checkDevice, checkSet } from './device-checks.js'
 import type { BoardProfile, DeviceConfig, GpioDevice, OneWireDevice, PublishOptions, SerialDevice, SerialFraming } from './device-config.js'
@@ -23,6 +23,7 @@ export interface LoadResult {
   readonly devices: DeviceConfig[]
   /** Every problem; a device with one is not in `devices`. */
   readonly errors: DeviceFileError[]
+  /** The board profiles; none are read when there are no device files. */
   readonly boards: ReadonlyMap<string, BoardProfile>
   /** The files read, good and bad. */
   readonly files: readonly string[]
@@ -53,6 +54,9 @@ export function loadDevicePaths(paths: readonly string[], options: LoadOptions):
 }
 
 export function loadDeviceFiles(files: readonly string[], options: LoadOptions): LoadResult {
+  // Board profiles serve only to check devices against; with none, their schema is not compiled
+  // (a compile's memory stays with the process) and a bad profile waits until a device is added.
+  if (files.length === 0) return { devices: [], errors: [], boards: new Map(), files }
   const { boards, errors } = loadBoards([join(bundledDeviceDir(), 'boards'), ...(options.boardDirs ?? [])])
   const validators = kindValidators()
   const candidates: DeviceConfig[] = []
@@ -83,10 +87,14 @@ export function loadDeviceFiles(files: readonly string[], options: LoadOptions):
 type Kind = DeviceConfig['kind']
 const KINDS: readonly Kind[] = ['serial', 'gpio', 'onewire']
 
+/** One validator per kind, each compiled only when a file of that kind is read. */
 function kindValidators(): Record<Kind, Validator<RawDevice>> {
-  const schema = loadSchemaFile('device.schema.json')
+  let schema: Record<string, unknown> | undefined
   const of = (kind: Kind): Validator<RawDevice> =>
-    compileSchema<RawDevice>({ $schema: schema.$schema, definitions: schema.definitions, $ref: `#/definitions/${kind}` })
+    deferredSchema<RawDevice>(() => {
+      schema ??= loadSchemaFile('device.schema.json')
+      return { $schema: schema.$schema, definitions: schema.definitions, $ref: `#/definitions/${kind}` }
+    })
   return { serial: of('serial'), gpio: of('gpio'), onewire: of('onewire') }
 }
 

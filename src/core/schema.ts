@@ -12,6 +12,20 @@ export function compileSchema<T>(schema: JsonSchema): Validator<T> {
   return (data) => (validate(data) ? ok(data as T) : err((validate.errors ?? []).map(describe)))
 }
 
+/**
+ * A validator that compiles its schema on the first call. Each compile costs a few MB of
+ * resident memory that stays with the process, so a schema for a rare path (a rule manifest,
+ * one device kind) is compiled only once something needs it. The memo is a pure function of
+ * `schema`: every caller sees the same answers whenever the compile happens.
+ */
+export function deferredSchema<T>(schema: JsonSchema | (() => JsonSchema)): Validator<T> {
+  let compiled: Validator<T> | undefined
+  return (data) => {
+    compiled ??= compileSchema<T>(typeof schema === 'function' ? schema() : schema)
+    return compiled(data)
+  }
+}
+
 function describe(e: ErrorObject): string {
   const at = e.instancePath === '' ? '(root)' : e.instancePath.slice(1).replaceAll('/', '.')
   const params = e.params as Record<string, unknown>

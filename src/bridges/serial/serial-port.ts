@@ -3,7 +3,8 @@
 // watchdog) it is discarded and a new one is built on the next attempt, so writes queued inside
 // a stale object can never reach a new device. See notes/sensors.md sections 3 and 4.
 import { realpath, stat } from 'node:fs/promises'
-import { SerialPort } from 'serialport'
+// The class on its own: the package root also loads its ten stream parsers and a mock binding.
+import { SerialPort } from 'serialport/dist/serialport.js'
 import type { Clock, TimerHandle } from '../../core/clock.js'
 import { describeError, PerchError } from '../../core/errors.js'
 import type { Logger } from '../../core/logger.js'

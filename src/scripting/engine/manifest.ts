@@ -1,5 +1,5 @@
 import { err, ok, type Result } from '../../core/result.js'
-import { compileSchema, type JsonSchema } from '../../core/schema.js'
+import { deferredSchema, type JsonSchema } from '../../core/schema.js'
 
 /** Broker events a rule may be triggered by. */
 export const RULE_EVENTS = ['client.connected', 'client.disconnected'] as const
@@ -59,7 +59,8 @@ interface RawManifest {
   batch?: number
 }
 
-const validate = compileSchema<RawManifest>(schema)
+// Compiled when the first manifest is read: a gateway without rules never needs it.
+const validate = deferredSchema<RawManifest>(schema)
 
 export const DEFAULT_INBOX = 1000
 export const DEFAULT_BATCH = 100
