@@ -113,15 +113,15 @@ class SelftestRun {
   }
 
   async #modules(): Promise<string> {
-    // The modules that own the dependencies only some configurations load (mysql2, jose, ws)
+    // The modules that own the dependencies only some configurations load (mysql2, jose)
     // and the native bindings (serialport's prebuild, epoll's addon): a file pruned too eagerly
     // from a release, or a .node file for another machine, fails here and not on a live gateway.
+    // (ws loads with the broker's WebSocket listener, in the next check.)
     await import('../sync/mysql.js')
     await import('../auth/jwt.js')
-    await import('../mqtt/transport/listeners.js')
     await import('../bridges/serial/serial-port.js')
     await import('../bridges/gpio/onoff-backend.js')
-    return 'mysql2, jose, ws, the serialport and epoll bindings loaded'
+    return 'mysql2, jose, the serialport and epoll bindings loaded'
   }
 
   async #broker(): Promise<string> {
@@ -129,7 +129,10 @@ class SelftestRun {
     const overrides = {
       dataDir: join(this.#dir, 'data'),
       log: { level: 'warn' },
-      listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }],
+      listeners: [
+        { name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 },
+        { name: 'ws', kind: 'ws', host: '127.0.0.1', port: 0 },
+      ],
       devices: { enabled: false },
       // Under emulation (the release build's check) everything is 10-30 times slower.
       rules: { watchdog: 30 },
@@ -146,7 +149,8 @@ class SelftestRun {
     if (httpPort === undefined) throw new Error('the metrics endpoint did not start')
     const health = await fetch(`http://127.0.0.1:${httpPort}/healthz`)
     if (health.status !== 200) throw new Error(`/healthz answered ${health.status}`)
-    return `MQTT on 127.0.0.1:${port}, /healthz 200 on port ${httpPort}, state in a temporary directory`
+    const wsPort = this.#app.listeners[1]?.port
+    return `MQTT on 127.0.0.1:${port}, WebSocket on ${wsPort}, /healthz 200 on ${httpPort}, state in a temporary directory`
   }
 
   async #mqtt(): Promise<string> {
