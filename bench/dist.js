@@ -20,7 +20,24 @@ const QEMU = {
   arm64: { bin: 'qemu-aarch64-static', cpu: 'cortex-a53', prefix: '/usr/aarch64-linux-gnu' },
   armhf: { bin: 'qemu-arm-static', cpu: 'cortex-a7', prefix: '/usr/arm-linux-gnueabihf' },
 }
-const CONNECT = Buffer.from([0x10, 0x12, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0x06, 0x62, 0x65, 0x6e, 0x63, 0x68, 0x31])
+/** A 3.1.1 CONNECT (clean session, keepalive 60) with the admin account's credentials. */
+function connectPacket(password) {
+  const str = (x) => {
+    const b = Buffer.from(x)
+    return Buffer.concat([Buffer.from([b.length >> 8, b.length & 255]), b])
+  }
+  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2, 0, 60]), str('bench1'), str('admin'), str(password)])
+  return Buffer.concat([Buffer.from([0x10, body.length]), body])
+}
+
+/** The first start writes admin-password into the data directory; undefined until it has. */
+function adminPassword(dataDir) {
+  try {
+    return /^password: (.+)$/m.exec(readFileSync(join(dataDir, 'admin-password'), 'utf8'))?.[1]
+  } catch {
+    return undefined
+  }
+}
 
 function freePort() {
   return new Promise((resolve) => {
@@ -32,14 +49,14 @@ function freePort() {
 }
 
 /** Resolves with the CONNACK's return code, or null when nothing listens yet. */
-function tryConnack(port) {
+function tryConnack(port, packet) {
   return new Promise((resolve) => {
     const sock = connect({ host: '127.0.0.1', port })
     const done = (v) => {
       sock.destroy()
       resolve(v)
     }
-    sock.once('connect', () => sock.write(CONNECT))
+    sock.once('connect', () => sock.write(packet))
     sock.once('data', (d) => done(d[0] === 0x20 ? d[3] : null))
     sock.once('error', () => done(null))
     sock.setTimeout(5000, () => done(null))
@@ -52,7 +69,7 @@ function rssMb(pid) {
 }
 
 /** Starts a broker, polls until a CONNACK arrives, idles, reads RSS, stops it. */
-async function measure(cmd, args, env, port) {
+async function measure(cmd, args, env, port, packet) {
   const t0 = performance.now()
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
@@ -62,7 +79,7 @@ async function measure(cmd, args, env, port) {
   let code = null
   while (code === null) {
     if (child.exitCode !== null) throw new Error(`${cmd} exited with ${child.exitCode}: ${stderr}`)
-    code = await tryConnack(port)
+    code = await tryConnack(port, packet())
     if (code === null) await new Promise((r) => setTimeout(r, 5))
     if (performance.now() - t0 > 120_000) throw new Error(`${cmd}: no CONNACK within 120 s`)
   }
@@ -97,13 +114,16 @@ function unpack(target) {
 }
 
 async function perchRun(target, release, dataDir, port) {
-  const args = ['start', '--allow-anonymous', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warn']
-  if (target === 'x64') return measure(join(release, 'bin/perch'), args, {}, port)
+  // The embedded defaults (accounts mode): the CONNECT waits for the admin password file,
+  // which the first start writes before it listens.
+  const args = ['start', '--port', String(port), '--data-dir', dataDir]
+  const packet = () => connectPacket(adminPassword(dataDir) ?? 'not-yet')
+  if (target === 'x64') return measure(join(release, 'bin/perch'), args, {}, port, packet)
   const q = QEMU[target]
   // The launcher's own Node flags (none on armhf), since qemu runs the bundled node directly.
   const flags = /^NODE_FLAGS="(.*)"$/m.exec(readFileSync(join(release, 'bin/perch'), 'utf8'))?.[1]?.split(' ').filter(Boolean) ?? []
   const node = [join(release, 'node/bin/node'), ...flags, join(release, 'app/bin/perch.js')]
-  return measure(q.bin, [...node, ...args], { QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix }, port)
+  return measure(q.bin, [...node, ...args], { QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix }, port, packet)
 }
 
 const started = Date.now()
@@ -135,7 +155,8 @@ for (const target of ['x64', 'arm64', 'armhf']) {
     rmSync(data, { recursive: true, force: true })
     if (target === 'x64') {
       const port = await freePort()
-      const m = await measure('mosquitto', ['-p', String(port)], {}, port)
+      // Mosquitto without a password file lets anonymous clients in; it ignores the credentials.
+      const m = await measure('mosquitto', ['-p', String(port)], {}, port, () => connectPacket('x'))
       mosq.first.push(m.connackMs)
       mosq.rss.push(m.rss)
     }
@@ -160,7 +181,7 @@ const lines = [
   `- command: \`node bench/dist.js --reps ${REPS} --idle ${IDLE_MS / 1000}${values.out ? ` --out ${values.out}` : ''}\` (${Math.round((Date.now() - started) / 1000)} s in all)`,
   `- machine: ${machine()}; load average ${sh("cut -d' ' -f1-3 /proc/loadavg")} when the run ended`,
   `- versions: perch ${VERSION} (${sh('git rev-parse --short HEAD')}); tarballs from \`scripts/dist.sh\`; ${sh('mosquitto -h | head -1')}; ${sh('qemu-aarch64-static --version | head -1')}`,
-  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start --allow-anonymous\` (under qemu-user: its bundled node with the same flags) twice on one fresh data directory, first start (databases created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT sent by polling every 5 ms is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected; "bare Node" is the release's own node running only a timer, measured the same way, the floor under perch's figure (most of it is the node binary's own pages). Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
+  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start\` on its embedded defaults (accounts mode, rules and devices on; under qemu-user: its bundled node with the launcher's flags) twice on one fresh data directory, first start (databases and the admin account created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT as admin, sent by polling every 5 ms, is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected; "bare Node" is the release's own node running only a timer, measured the same way, the floor under perch's figure (most of it is the node binary's own pages). Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
   '',
   '| tarball | .tar.xz | unpacked | of which Node | of which app + node_modules | target ≤ 25 MB compressed |',
   '| --- | --- | --- | --- | --- | --- |',
