@@ -120,10 +120,11 @@ async function perchRun(target, release, dataDir, port) {
   const packet = () => connectPacket(adminPassword(dataDir) ?? 'not-yet')
   if (target === 'x64') return measure(join(release, 'bin/perch'), args, {}, port, packet)
   const q = QEMU[target]
-  // The launcher's own Node flags (none on armhf), since qemu runs the bundled node directly.
+  // The launcher's own Node flags and malloc setting, since qemu runs the bundled node directly.
   const flags = /^NODE_FLAGS="(.*)"$/m.exec(readFileSync(join(release, 'bin/perch'), 'utf8'))?.[1]?.split(' ').filter(Boolean) ?? []
   const node = [join(release, 'node/bin/node'), ...flags, join(release, 'app/bin/perch.js')]
-  return measure(q.bin, [...node, ...args], { QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix }, port, packet)
+  const env = { QEMU_CPU: q.cpu, QEMU_LD_PREFIX: q.prefix, MALLOC_MMAP_THRESHOLD_: /MALLOC_MMAP_THRESHOLD_:=(\d+)/.exec(readFileSync(join(release, 'bin/perch'), 'utf8'))?.[1] ?? '' }
+  return measure(q.bin, [...node, ...args], env, port, packet)
 }
 
 const started = Date.now()
@@ -142,6 +143,7 @@ for (const target of ['x64', 'arm64', 'armhf']) {
   const first = []
   const restart = []
   const rss = []
+  const rssRestart = []
   const bare = []
   for (let i = 0; i < REPS; i++) {
     bare.push(await bareNodeRss(target, u.release))
@@ -151,7 +153,8 @@ for (const target of ['x64', 'arm64', 'armhf']) {
     const b = await perchRun(target, u.release, data, await freePort())
     first.push(a.connackMs)
     restart.push(b.connackMs)
-    rss.push(a.rss, b.rss)
+    rss.push(a.rss)
+    rssRestart.push(b.rss)
     rmSync(data, { recursive: true, force: true })
     if (target === 'x64') {
       const port = await freePort()
@@ -162,7 +165,7 @@ for (const target of ['x64', 'arm64', 'armhf']) {
     }
     process.stderr.write(`${target} rep ${i + 1}: first ${a.connackMs.toFixed(0)} ms, restart ${b.connackMs.toFixed(0)} ms, RSS ${a.rss?.toFixed(1)} / ${b.rss?.toFixed(1)} MB\n`)
   }
-  rows.push({ target, first, restart, rss, bare })
+  rows.push({ target, first, restart, rss, rssRestart, bare })
   rmSync(u.dir, { recursive: true, force: true })
 }
 if (rows.length === 0) {
@@ -181,21 +184,22 @@ const lines = [
   `- command: \`node bench/dist.js --reps ${REPS} --idle ${IDLE_MS / 1000}${values.out ? ` --out ${values.out}` : ''}\` (${Math.round((Date.now() - started) / 1000)} s in all)`,
   `- machine: ${machine()}; load average ${sh("cut -d' ' -f1-3 /proc/loadavg")} when the run ended`,
   `- versions: perch ${VERSION} (${sh('git rev-parse --short HEAD')}); tarballs from \`scripts/dist.sh\`; ${sh('mosquitto -h | head -1')}; ${sh('qemu-aarch64-static --version | head -1')}`,
-  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start\` on its embedded defaults (accounts mode, rules and devices on; under qemu-user: its bundled node with the launcher's flags) twice on one fresh data directory, first start (databases and the admin account created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT as admin, sent by polling every 5 ms, is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected; "bare Node" is the release's own node running only a timer, measured the same way, the floor under perch's figure (most of it is the node binary's own pages). Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
+  `- method: each rep unpacks nothing new: it runs the release's own \`bin/perch start\` on its embedded defaults (accounts mode, rules and devices on; under qemu-user: its bundled node with the launcher's flags) twice on one fresh data directory, first start (databases and the admin account created) and restart (databases opened); "exec -> CONNACK" is from spawn until a 3.1.1 CONNECT as admin, sent by polling every 5 ms, is answered with CONNACK 0; RSS is VmRSS ${IDLE_MS / 1000} s after that CONNACK with no client connected (the first start's login ran scrypt; the restart's was answered from the login cache); "bare Node" is the release's own node running only a timer, measured the same way, the floor under perch's figure (most of it is the node binary's own pages). Under qemu-user the RSS is the emulator's process, with its translated-code cache included, and the time is emulated; a real Pi 3/4 runs natively and is faster. Mosquitto runs natively on x64 with \`-p PORT\`, the same way. Medians of ${REPS} reps.`,
   '',
   '| tarball | .tar.xz | unpacked | of which Node | of which app + node_modules | target ≤ 25 MB compressed |',
   '| --- | --- | --- | --- | --- | --- |',
   ...sizes.map((s) => `| perch-${VERSION}-linux-${s.target}.tar.xz | **${mb(s.bytes)} MB** | ${mb(s.unpacked)} MB | ${mb(s.node)} MB | ${mb(s.app)} MB | ${s.bytes <= 25 * 1048576 ? 'met' : 'MISSED'} |`),
   '',
-  '| where | exec -> CONNACK, first start (ms) | exec -> CONNACK, restart (ms) | idle RSS (MB) | bare Node idle RSS (MB) | ratio to Mosquitto (first start / RSS) | target RSS ≤ 60 MB | per rep: first / restart / RSS |',
-  '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  '| where | exec -> CONNACK, first start (ms) | exec -> CONNACK, restart (ms) | idle RSS, first start (MB) | idle RSS, restart (MB) | bare Node idle RSS (MB) | ratio to Mosquitto (first start / RSS) | target RSS ≤ 60 MB | per rep: first / restart (ms) / RSS first / restart (MB) |',
+  '| --- | --- | --- | --- | --- | --- | --- | --- | --- |',
   ...rows.map((r) => {
     const rss = median(r.rss)
     const ratio = r.target === 'x64' && mosqFirst !== null && mosqRss !== null ? `${(median(r.first) / mosqFirst).toFixed(1)}x / ${(rss / mosqRss).toFixed(1)}x` : '-'
-    const reps = r.first.map((x, i) => `${f(x)} / ${f(r.restart[i])} / ${f(r.rss[2 * i], 1)}`).join('; ')
-    return `| perch, ${where(r.target)} | **${f(median(r.first))}** | ${f(median(r.restart))} | **${f(rss, 1)}** | ${f(median(r.bare), 1)} | ${ratio} | ${rss <= 60 ? 'met' : 'MISSED'} | ${reps} |`
+    const reps = r.first.map((x, i) => `${f(x)} / ${f(r.restart[i])} / ${f(r.rss[i], 1)} / ${f(r.rssRestart[i], 1)}`).join('; ')
+    const worst = Math.max(rss, median(r.rssRestart))
+    return `| perch, ${where(r.target)} | **${f(median(r.first))}** | ${f(median(r.restart))} | **${f(rss, 1)}** | ${f(median(r.rssRestart), 1)} | ${f(median(r.bare), 1)} | ${ratio} | ${worst <= 60 ? 'met' : 'MISSED'} | ${reps} |`
   }),
-  `| Mosquitto, x64, native | ${f(mosqFirst, 1)} | - | ${f(mosqRss, 1)} | - | 1 | - | ${mosq.first.map((x, i) => `${f(x, 1)} / ${f(mosq.rss[i], 1)}`).join('; ')} |`,
+  `| Mosquitto, x64, native | ${f(mosqFirst, 1)} | - | ${f(mosqRss, 1)} | - | - | 1 | - | ${mosq.first.map((x, i) => `${f(x, 1)} / ${f(mosq.rss[i], 1)}`).join('; ')} |`,
   '',
 ]
 const section = lines.join('\n')
