@@ -48,7 +48,13 @@ export async function selftestCommand(args: readonly string[], io: Io, version: 
     io.err(`perch selftest: ${describeError(e)}\n\n${SELFTEST_HELP}`)
     return 2
   }
-  const dir = mkdtempSync(join(tmpdir(), 'perch-selftest-'))
+  let dir: string
+  try {
+    dir = mkdtempSync(join(tmpdir(), 'perch-selftest-'))
+  } catch (e) {
+    io.err(`perch selftest: cannot create a temporary directory in ${tmpdir()} (${describeError(e)}); set TMPDIR to a writable directory\n`)
+    return 1
+  }
   const started = Date.now()
   const run = new SelftestRun(dir, version, timeoutMs)
   let failed = 0

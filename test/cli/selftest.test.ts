@@ -19,6 +19,13 @@ t.test('every check passes here, and nothing is left in the working directory', 
   t.same(readdirSync(cwd), [], 'its state lived in a temporary directory')
 })
 
+t.test('an unwritable temporary directory is a clear error, not a crash', async (t) => {
+  const r = await runPerch(t, cwd, ['selftest'], { TMPDIR: '/nonexistent/perch-tmp' })
+  t.equal(r.code, 1)
+  t.match(r.stderr, /^perch selftest: cannot create a temporary directory in \/nonexistent\/perch-tmp .*set TMPDIR to a writable directory\n$/)
+  t.equal(r.stdout, '')
+})
+
 t.test('bad options', async (t) => {
   for (const args of [['--timeout', '0'], ['--timeout', 'soon'], ['--bogus']]) {
     const r = await runPerch(t, cwd, ['selftest', ...args])

@@ -111,3 +111,17 @@ t.test('the launcher flag is recognised on the command line and in NODE_OPTIONS'
   t.equal(wasmTrapHandlerDisabled([], '--max-old-space-size=256 --disable-wasm-trap-handler'), true)
   t.equal(wasmTrapHandlerDisabled(['--enable-source-maps'], '--disable-wasm-trap-handlers'), false)
 })
+
+t.test('the factory signals a module build, which the watchdog gives ten heartbeats', async (t) => {
+  const { QuickJSFactory } = await import('../../src/scripting/quickjs.js')
+  const seen: boolean[] = []
+  const factory = new QuickJSFactory('release', (building) => seen.push(building))
+  const built = await factory.newAccountModule(16)
+  t.same(seen, [true, false], 'raised for the build, lowered after it')
+  const rt = built.qjs.newRuntime()
+  t.ok(rt.alive, 'the module works')
+  rt.dispose()
+  // A memory no process could reserve fails the build: the signal is still lowered.
+  await t.rejects(factory.newAccountModule(1024 * 1024))
+  t.same(seen, [true, false, true, false])
+})
