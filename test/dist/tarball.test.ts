@@ -1,4 +1,4 @@
-// The release tarballs scripts/dist.sh wrote to dist/ (CI builds x64 and arm64 before the
+// The release tarballs scripts/dist.sh wrote to dist/ (CI builds all three before the
 // tests): layout, that every binary inside is built for the tarball's machine, what pruning
 // must have removed, the checksum file and the size target. A target with no tarball is skipped.
 
