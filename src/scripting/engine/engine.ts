@@ -273,7 +273,7 @@ export class RuleEngine implements Disposable {
         }
         case 'log':
           this.#logs.push({ account: rule.account, name: rule.name, line: { at: this.#clock.now(), level: e.level, message: e.message } })
-          this.#logger.debug('rule.log', { account: rule.account, rule: rule.name, level: e.level, message: e.message })
+          this.#logger.debug('rule.log', { account: rule.account, rule: rule.name, ruleLevel: e.level, message: e.message })
           this.#scheduleFlush()
           break
       }
