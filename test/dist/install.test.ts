@@ -80,6 +80,12 @@ function makeRoot(t: Test): string {
   return root
 }
 
+/** Exit 0; the installer's output is shown only when it failed. */
+function succeeded(t: Test, r: Run, what: string): void {
+  t.equal(r.code, 0, `${what}: exit 0`)
+  if (r.code !== 0) t.comment(r.out)
+}
+
 const WANTS = 'etc/systemd/system/multi-user.target.wants/perch.service'
 const current = (root: string): string => readlinkSync(join(root, 'opt/perch/current'))
 const previous = (root: string): string | undefined => (existsSync(join(root, 'opt/perch/previous')) ? readlinkSync(join(root, 'opt/perch/previous')) : undefined)
@@ -90,7 +96,7 @@ t.test('install, upgrade, reinstall, rollback, uninstall and purge in a scratch 
   const v2 = tarball(t, makeRelease(t, '1.1.0'))
 
   const first = install(root, [v1])
-  t.equal(first.code, 0, first.out)
+  succeeded(t, first, 'install 1.0.0')
   t.match(first.out, /perch selftest/, 'the release is checked before it is switched to')
   t.match(first.out, /installed 1\.0\.0/)
   t.equal(current(root), 'releases/1.0.0')
@@ -116,7 +122,7 @@ t.test('install, upgrade, reinstall, rollback, uninstall and purge in a scratch 
   writeFileSync(join(root, 'var/lib/perch/accounts.db'), 'precious')
 
   const upgrade = install(root, [v2])
-  t.equal(upgrade.code, 0, upgrade.out)
+  succeeded(t, upgrade, 'upgrade to 1.1.0')
   t.match(upgrade.out, /installed 1\.1\.0 .*previous: 1\.0\.0/)
   t.equal(current(root), 'releases/1.1.0')
   t.equal(previous(root), 'releases/1.0.0')
@@ -128,7 +134,7 @@ t.test('install, upgrade, reinstall, rollback, uninstall and purge in a scratch 
   t.equal(previous(root), 'releases/1.0.0', 'a repeated install changes nothing')
 
   const back = install(root, ['--rollback'])
-  t.equal(back.code, 0, back.out)
+  succeeded(t, back, 'rollback')
   t.match(back.out, /rolled back from 1\.1\.0 to 1\.0\.0/)
   t.equal(current(root), 'releases/1.0.0')
   t.equal(previous(root), 'releases/1.1.0', 'a second rollback would go forward again')
@@ -137,7 +143,7 @@ t.test('install, upgrade, reinstall, rollback, uninstall and purge in a scratch 
   t.equal(readFileSync(join(root, 'var/lib/perch/accounts.db'), 'utf8'), 'precious', 'state kept across upgrade and rollback')
 
   const gone = install(root, ['--uninstall'])
-  t.equal(gone.code, 0, gone.out)
+  succeeded(t, gone, 'uninstall')
   t.notOk(existsSync(join(root, 'opt/perch')), 'the releases are removed')
   t.notOk(existsSync(join(root, 'etc/systemd/system/perch.service')), 'the unit is removed')
   t.throws(() => lstatSync(join(root, WANTS)), 'and disabled')
@@ -153,7 +159,7 @@ t.test('install, upgrade, reinstall, rollback, uninstall and purge in a scratch 
 t.test('a fresh install writes the default config with the state directory systemd gives', { skip }, async (t) => {
   const root = makeRoot(t)
   const r = install(root, [tarball(t, makeRelease(t, '1.0.0'))])
-  t.equal(r.code, 0, r.out)
+  succeeded(t, r, 'install')
   const file = join(root, 'etc/perch/perch.json')
   if (!existsSync(file)) {
     t.match(r.out, /runs on its embedded defaults/, 'without config init, the installer says so')
@@ -214,7 +220,7 @@ const realTarball = join(ROOT, 'dist', `perch-${VERSION}-linux-${TARGET}.tar.xz`
 t.test('the release tarball built by scripts/dist.sh installs and runs', { skip: skip || (existsSync(realTarball) ? false : `no ${realTarball} (scripts/dist.sh ${TARGET} makes it)`) }, async (t) => {
   const root = makeRoot(t)
   const r = install(root, [realTarball])
-  t.equal(r.code, 0, r.out)
+  succeeded(t, r, 'install the real tarball')
   t.match(r.out, /selftest passed/, 'its selftest passed here')
   const v = spawnSync(join(root, 'opt/perch/current/bin/perch'), ['version'], { encoding: 'utf8', env: cleanEnv() })
   t.equal(v.stdout, `perch ${VERSION}\n`)
