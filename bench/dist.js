@@ -5,10 +5,11 @@
 // Needs the tarballs of scripts/dist.sh in dist/; targets without a tarball are skipped.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
+import { createServer, connect as tcpConnect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { connect } from './mqtt.js'
 import { machine, median, prependSection, sh } from './report.js'
 
 const { values } = parseArgs({ options: { reps: { type: 'string', default: '5' }, idle: { type: 'string', default: '10' }, out: { type: 'string' } } })
@@ -20,14 +21,9 @@ const QEMU = {
   arm64: { bin: 'qemu-aarch64-static', cpu: 'cortex-a53', prefix: '/usr/aarch64-linux-gnu' },
   armhf: { bin: 'qemu-arm-static', cpu: 'cortex-a7', prefix: '/usr/arm-linux-gnueabihf' },
 }
-/** A 3.1.1 CONNECT (clean session, keepalive 60) with the admin account's credentials. */
+/** A 3.1.1 CONNECT (clean session, keepalive 60) as the admin account. */
 function connectPacket(password) {
-  const str = (x) => {
-    const b = Buffer.from(x)
-    return Buffer.concat([Buffer.from([b.length >> 8, b.length & 255]), b])
-  }
-  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2, 0, 60]), str('bench1'), str('admin'), str(password)])
-  return Buffer.concat([Buffer.from([0x10, body.length]), body])
+  return connect('bench1', { keepalive: 60, username: 'admin', password })
 }
 
 /** The first start writes admin-password into the data directory; undefined until it has. */
@@ -51,7 +47,7 @@ function freePort() {
 /** Resolves with the CONNACK's return code, or null when nothing listens yet. */
 function tryConnack(port, packet) {
   return new Promise((resolve) => {
-    const sock = connect({ host: '127.0.0.1', port })
+    const sock = tcpConnect({ host: '127.0.0.1', port })
     const done = (v) => {
       sock.destroy()
       resolve(v)

@@ -45,7 +45,7 @@ export class SelftestClient {
 
   async subscribe(filter: string, timeoutMs: number): Promise<void> {
     const id = 1
-    const body = Buffer.concat([u16(id), str(filter), Buffer.from([0])])
+    const body = Buffer.concat([u16(id), lengthPrefixed(filter), Buffer.from([0])])
     this.#socket.write(frame(0x82, body))
     const ack = await this.next((p) => p.cmd === 'suback' && p.messageId === id, timeoutMs)
     if (ack.cmd === 'suback' && ack.granted[0] !== 0) throw new Error(`SUBSCRIBE to ${filter} refused (${String(ack.granted[0])})`)
@@ -98,8 +98,8 @@ export class SelftestClient {
 
 function connectPacket(clientId: string, username: string, password: string): Buffer {
   // Protocol "MQTT" level 4, flags: user name, password, clean session; keepalive 60 s.
-  const header = Buffer.concat([str('MQTT'), Buffer.from([4, 0xc2]), u16(60)])
-  return frame(0x10, Buffer.concat([header, str(clientId), str(username), str(password)]))
+  const header = Buffer.concat([lengthPrefixed('MQTT'), Buffer.from([4, 0xc2]), u16(60)])
+  return frame(0x10, Buffer.concat([header, lengthPrefixed(clientId), lengthPrefixed(username), lengthPrefixed(password)]))
 }
 
 function frame(first: number, body: Buffer): Buffer {
@@ -107,10 +107,6 @@ function frame(first: number, body: Buffer): Buffer {
   head[0] = first
   writeVarint(head, 1, body.length)
   return Buffer.concat([head, body])
-}
-
-function str(s: string): Buffer {
-  return lengthPrefixed(s)
 }
 
 function u16(n: number): Buffer {
