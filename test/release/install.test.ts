@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { cleanEnv, ROOT } from '../helpers/perch-bin.js'
+import { systemdRoot } from '../helpers/systemd-root.js'
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version
 const dpkgArch = spawnSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).stdout?.trim()
@@ -71,13 +72,7 @@ function install(root: string, args: readonly string[], env: Record<string, stri
 
 /** A root with the system's unit tree, so `systemd-analyze --root` can verify the unit there. */
 function makeRoot(t: Test): string {
-  const root = scratch(t, 'perch-root-')
-  mkdirSync(join(root, 'usr/lib/systemd'), { recursive: true })
-  spawnSync('cp', ['-a', '/usr/lib/systemd/system', join(root, 'usr/lib/systemd/')])
-  mkdirSync(join(root, 'bin'), { recursive: true })
-  copyFileSync('/bin/sh', join(root, 'bin/sh'))
-  copyFileSync('/usr/bin/true', join(root, 'bin/kill'))
-  return root
+  return systemdRoot(t, ['bin/sh', 'bin/kill'])
 }
 
 /** Exit 0; the installer's output is shown only when it failed. */

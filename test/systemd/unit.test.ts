@@ -2,16 +2,16 @@
 // `systemd-analyze verify` exits 0 even on unknown keys or values it cannot parse, so any
 // output at all counts as a failure.
 import { spawnSync } from 'node:child_process'
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
+import { systemdRoot } from '../helpers/systemd-root.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
 const UNIT = join(ROOT, 'systemd/perch.service')
 const SYSUSERS = join(ROOT, 'systemd/perch.sysusers.conf')
-const SYSTEM_UNITS = '/usr/lib/systemd/system'
 
 function run(cmd: string, args: readonly string[]): { status: number | null; out: string; missing: boolean } {
   const r = spawnSync(cmd, [...args], { encoding: 'utf8', timeout: 30_000 })
@@ -22,20 +22,9 @@ function run(cmd: string, args: readonly string[]): { status: number | null; out
 const analyzeMissing = run('systemd-analyze', ['--version']).missing
 const noAnalyze = analyzeMissing ? 'systemd-analyze is not installed here' : false
 
-/**
- * A throw-away root holding the system's unit tree (sysinit.target and friends), a stub for
- * every executable the unit names (verify checks that ExecStart= is executable) and the unit.
- */
+/** A scratch root (see systemdRoot) with the unit installed in it. */
 function unitRoot(t: Test, unitText: string): { root: string; unit: string } {
-  const root = mkdtempSync(join(tmpdir(), 'perch-unit-'))
-  t.teardown(() => rmSync(root, { recursive: true, force: true }))
-  mkdirSync(join(root, 'usr/lib/systemd'), { recursive: true })
-  spawnSync('cp', ['-a', SYSTEM_UNITS, join(root, 'usr/lib/systemd/')])
-  for (const exe of ['bin/sh', 'bin/kill', 'opt/perch/current/bin/perch']) {
-    mkdirSync(dirname(join(root, exe)), { recursive: true })
-    copyFileSync('/usr/bin/true', join(root, exe))
-    chmodSync(join(root, exe), 0o755)
-  }
+  const root = systemdRoot(t, ['bin/sh', 'bin/kill', 'opt/perch/current/bin/perch'])
   mkdirSync(join(root, 'etc/systemd/system'), { recursive: true })
   writeFileSync(join(root, 'etc/systemd/system/perch.service'), unitText)
   return { root, unit: '/etc/systemd/system/perch.service' }
