@@ -51,9 +51,14 @@ const isTransient = (e: DbError): boolean => e.kind === 'full' || e.kind === 'io
  * to the batch's end is called with the error, so nothing registered after a lost write is
  * ever told it is durable. The batch's state changes are kept, in order, and applied again,
  * with the writes made meanwhile, by the next transaction `retryMs` later, so a removal or a
- * subscription made while the disk was full is not forgotten once space returns. Writes marked `retry: false` (a message added to
- * a queue or the retained store, whose publisher is told it was not stored) are given up:
- * retrying them would need the very space that is missing.
+ * subscription made while the disk was full is not forgotten once space returns. Writes marked
+ * `retry: false` (a message added to a queue or the retained store, whose publisher is told it
+ * was not stored) are given up: retrying them would need the very space that is missing.
+ *
+ * A retry commits the kept writes in a transaction of their own before the writes made while
+ * they waited: otherwise a publisher sending every few hundred milliseconds puts a new message
+ * into every retry, and while the disk stays too full for that message its failure rolls the
+ * kept writes back each time, so the removals that would free the space never land.
  */
 export class GroupCommit {
   readonly stats: CommitStats = { commits: 0, writes: 0, failures: 0, backlog: 0 }
@@ -68,8 +73,10 @@ export class GroupCommit {
   readonly #hooks: TransactionHooks
   /** Writes of the open transaction (or of the failed batch), in order. */
   #batch: Write[] = []
-  /** Writes of failed batches, applied first in the next transaction. */
+  /** Writes of failed batches, all retryable, committed on their own by the next retry. */
   #backlog: Write[] = []
+  /** Writes made while a backlog waits for its retry; they follow it, in a second transaction. */
+  #waiting: Write[] = []
   readonly #noRetry = new WeakSet<Write>()
   #open = false
   /** The current batch failed; it ends, with this error, at the next commit point. */
@@ -111,8 +118,8 @@ export class GroupCommit {
     if (!this.pending && this.#backlog.length > 0) {
       // A batch failed moments ago: wait behind its writes for the retry (a backoff, so a full
       // disk costs one attempt per retry interval, not one per write).
-      this.#backlog.push(fn)
-      this.stats.backlog = this.#backlog.length
+      this.#waiting.push(fn)
+      this.stats.backlog = this.#backlog.length + this.#waiting.length
       return
     }
     this.#batch.push(fn)
@@ -146,24 +153,45 @@ export class GroupCommit {
     this.flush()
     this.#closed = true
     this.#timer?.cancel()
-    if (this.#backlog.length > 0) {
-      this.#logger.error('store.backlog-lost', { file: this.#db.file, writes: this.#backlog.length })
-    }
+    const lost = this.#backlog.length + this.#waiting.length
+    if (lost > 0) this.#logger.error('store.backlog-lost', { file: this.#db.file, writes: lost })
   }
 
-  /** Opens a transaction and applies the writes of failed batches first. */
+  /**
+   * Opens a transaction. After a failure, first commits the kept writes on their own, then
+   * applies the writes that waited behind them.
+   */
   #begin(): void {
     this.#timer?.cancel()
     this.#timer = undefined
+    if (this.#backlog.length > 0) this.#commitBacklog()
     this.#db.exec('BEGIN IMMEDIATE')
     this.#open = true
     this.#arm(this.#intervalMs)
-    if (this.#backlog.length === 0) return
-    const backlog = this.#backlog
-    this.#backlog = []
+    if (this.#waiting.length === 0) return
+    const waiting = this.#waiting
+    this.#waiting = []
     this.stats.backlog = 0
-    this.#batch = [...backlog, ...this.#batch]
-    for (const w of backlog) this.#apply(w)
+    this.#batch = [...waiting, ...this.#batch]
+    for (const w of waiting) this.#apply(w)
+  }
+
+  /** Throws if the kept writes still cannot commit; they stay kept, with the waiting ones behind. */
+  #commitBacklog(): void {
+    this.#db.exec('BEGIN IMMEDIATE')
+    try {
+      for (const w of this.#backlog) this.#apply(w)
+      this.#beforeCommit()
+      this.#db.exec('COMMIT')
+    } catch (e) {
+      this.#db.rollback()
+      this.#hooks.rolledBack()
+      throw e
+    }
+    this.stats.commits++
+    this.#hooks.committed()
+    this.#backlog = []
+    this.stats.backlog = this.#waiting.length
   }
 
   /**
@@ -249,7 +277,9 @@ export class GroupCommit {
 
   #keepForRetry(error: DbError): void {
     this.stats.failures++
-    let backlog = this.#batch.filter((w) => !this.#noRetry.has(w))
+    // Outside a retry the kept and waiting lists are empty: a batch opens only once they are gone.
+    let backlog = [...this.#backlog, ...this.#waiting, ...this.#batch].filter((w) => !this.#noRetry.has(w))
+    this.#waiting = []
     if (backlog.length > this.#maxBacklog) {
       this.#logger.error('store.backlog-dropped', { file: this.#db.file, writes: backlog.length - this.#maxBacklog })
       backlog = backlog.slice(backlog.length - this.#maxBacklog)

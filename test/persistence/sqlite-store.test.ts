@@ -279,6 +279,61 @@ t.test('a full disk fails the batch: callbacks get an error naming the file; wri
   gc.close()
 })
 
+t.test('a publisher sending into a full disk cannot starve the retry: the kept removals commit on their own and free the space', async (t) => {
+  const file = newFile()
+  const opened = openDatabase(file, { synchronous: 'full', migrations: ['CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)'] })
+  if (!opened.ok) throw opened.error
+  const db = opened.value
+  t.teardown(() => db.close())
+  const insert = db.prepare('INSERT INTO blobs (id, data) VALUES (?, ?)')
+  const remove = db.prepare('DELETE FROM blobs WHERE id = ?')
+  const ids = (): number[] => db.prepare<{ id: number }>('SELECT id FROM blobs ORDER BY id').all().map((r) => r.id)
+  const clock = new FakeClock()
+  const gc = new GroupCommit(db, clock, silentLogger(), { intervalMs: 5, maxWrites: 1000, retryMs: 1000 }, () => {})
+  const outcomes: (string | undefined)[] = []
+  const record = (e: Error | undefined): void => {
+    outcomes.push(e?.message)
+  }
+  // Two 40 KB rows, then the disk is full: 4 pages of room left.
+  gc.write(() => insert.run(1, Buffer.alloc(40_000)))
+  gc.write(() => insert.run(2, Buffer.alloc(40_000)))
+  gc.afterCommit(record)
+  clock.advance(5)
+  t.same(outcomes, [undefined])
+  db.pragma(`max_page_count = ${Number(db.pragma('page_count')) + 4}`)
+  // A subscriber acknowledges row 1 while a message that does not fit fails the batch.
+  gc.write(() => insert.run(10, Buffer.alloc(60_000)), false)
+  gc.write(() => remove.run(1))
+  gc.afterCommit(record)
+  clock.advance(5)
+  t.match(outcomes[1], /disk full/, 'the batch with the oversized message fails')
+  t.equal(gc.stats.backlog, 1, 'the removal is kept; the message is given up')
+  // Every retry interval the publisher tries again with a message that needs more room than
+  // the removal frees (40 KB freed, 60 KB asked).
+  for (let round = 0; round < 3; round++) {
+    clock.advance(400)
+    gc.write(() => insert.run(20 + round, Buffer.alloc(60_000)), false)
+    gc.afterCommit(record)
+    clock.advance(600)
+  }
+  t.same(ids(), [2], 'the kept removal committed at the first retry, though every retry carried a message that could not fit')
+  t.equal(outcomes.length, 5)
+  t.same(
+    outcomes.slice(2).map((o) => /disk full/.test(o ?? '')),
+    [true, true, true],
+    'each oversized message is refused: its publisher is told it was not stored',
+  )
+  t.equal(gc.stats.backlog, 0, 'nothing waits any more')
+  // The space the removal freed is usable: a message that fits in it is stored.
+  gc.write(() => insert.run(30, Buffer.alloc(30_000)), false)
+  gc.afterCommit(record)
+  clock.advance(5)
+  t.equal(outcomes[5], undefined, 'a message that fits in the freed space is stored')
+  t.same(ids(), [2, 30])
+  t.equal(db.pragmaList('integrity_check')[0], 'ok', 'the file is intact')
+  gc.close()
+})
+
 t.test('a statement error that keeps the transaction open drops only that write', async (t) => {
   const file = newFile()
   const opened = openDatabase(file, { synchronous: 'normal', migrations: ['CREATE TABLE u (id INTEGER PRIMARY KEY)'] })
