@@ -35,7 +35,10 @@ Commands:
   rule ...              push, list, rm, run, logs account rules
   central ...           administer the central MySQL database gateways sync from
   sync status           how this gateway's sync with the central database stands
-  devices check|list    validate device files; list devices with their live state
+  devices check|list|show
+                        validate device files; list sensor and registered devices
+                        with their live state; show one registered device
+  graph list|show       the graphs linking registered devices' features
   selftest              check this installation: SQLite, native bindings, broker, a rule
   status                whether perch runs here, its clients, messages, sync and devices
   config defaults       print the embedded default configuration as JSON
@@ -79,6 +82,7 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
     case '-h':
     case '--help':
     case 'help':
+      if (rest[0] === 'devices' || rest[0] === 'graph') return runCli([rest[0], '--help'], io)
       io.out(rest[0] === 'start' ? START_HELP : MAIN_HELP)
       return 0
     case '-v':
@@ -102,6 +106,8 @@ export async function runCli(argv: readonly string[], io: Io): Promise<number> {
       return (await import('./status-cli.js')).statusCommand(rest, io)
     case 'devices':
       return (await import('./devices-cli.js')).devicesCommand(rest, io)
+    case 'graph':
+      return (await import('./graph-cli.js')).graphCommand(rest, io)
     case 'sync':
       return (await import('./sync-cli.js')).syncCommand(rest, io)
     case 'central':

@@ -1,5 +1,6 @@
-// `perch devices check|list`: validates device files without starting anything, and shows the
-// configured devices with their live state when perch runs (from the status file it keeps).
+// `perch devices check|list|show`: validates device files without starting anything, shows the
+// configured devices with their live state when perch runs (from the status file it keeps), and
+// the registered devices (devices-cli-registered.ts).
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -7,21 +8,31 @@ import { formatFileError } from '../bridges/boards.js'
 import { describeDevice, type LoadResult, loadDevicePaths, loadDevicesDir } from '../bridges/config-loader.js'
 import type { DeviceConfig } from '../bridges/device-config.js'
 import type { DevicesStatusFile } from '../bridges/service.js'
-import { ConfigError, describeError } from '../core/errors.js'
+import { describeError } from '../core/errors.js'
 import { table } from './account-cli-common.js'
 import { DEVICES_STATUS_FILE, devicesDir, resolveBoard } from './bridges.js'
 import type { Io } from './cli.js'
-import { defaultConfig, loadConfigFile, type PerchConfig } from './config.js'
+import type { PerchConfig } from './config.js'
+import { cliConfig, readRegistered, registeredJson, registeredText, showDevice } from './devices-cli-registered.js'
 
 export const DEVICES_HELP = `Usage: perch devices check [PATH...] [options]
-       perch devices list [--json] [options]
+       perch devices list [--json] [--account A] [options]
+       perch devices show ID [--json] [options]
 
 check  validates device files (files or folders; default: the configured devices
        directory, devices.dir, else <dataDir>/devices) without starting anything.
        Exits 1 naming each bad file with the key and the reason; 0 with one line
        per good file.
 list   the configured devices (kind, account, topics, enabled) and, while perch
-       runs, their live state and counters (from <dataDir>/${DEVICES_STATUS_FILE}).
+       runs, their live state and counters (from <dataDir>/${DEVICES_STATUS_FILE});
+       then the registered devices (id, account, name, presence and since when,
+       input and output features), from <dataDir>/features.db, which perch
+       keeps current while it runs. --json adds them under "registered".
+show   one registered device by id: name, account, profile, its features with
+       their data topics, its control and presence topics, presence, rev, the
+       links that involve it and the last CONNECT/DISCONNECT sent to each of its
+       features with the device's answer. Exits 1 for an unknown device, 2 for
+       an id that is not a UUID.
 
 Options:
   --config FILE    JSON config file (its dataDir and devices section)
@@ -29,7 +40,8 @@ Options:
                    $STATE_DIRECTORY, $PERCH_DATA_DIR or ./perch-data)
   --board NAME     board profile for GPIO devices that name none (default:
                    devices.board, else detected from /proc/device-tree/model)
-  --json           list: print JSON
+  --account A      list: only the registered devices of account A
+  --json           list, show: print JSON
   -h, --help       show this help
 `
 
@@ -43,7 +55,7 @@ export async function devicesCommand(args: readonly string[], io: Io): Promise<n
     io.out(DEVICES_HELP)
     return 0
   }
-  if (sub !== 'check' && sub !== 'list') {
+  if (sub !== 'check' && sub !== 'list' && sub !== 'show') {
     io.err(`perch devices: unknown command "${sub}"\n\n${DEVICES_HELP}`)
     return 2
   }
@@ -59,19 +71,29 @@ export async function devicesCommand(args: readonly string[], io: Io): Promise<n
     io.out(DEVICES_HELP)
     return 0
   }
-  if (sub === 'list' && positionals.length > 0) {
-    io.err(`perch devices list: takes no arguments\n\n${DEVICES_HELP}`)
+  const usage = usageProblem(sub, positionals, values)
+  if (usage !== undefined) {
+    io.err(`perch devices ${sub}: ${usage}\n\n${DEVICES_HELP}`)
     return 2
   }
   let config: PerchConfig
   try {
-    config = effectiveConfig(values, io.env)
+    config = cliConfig(values, io.env)
   } catch (e) {
     io.err(`perch devices: ${describeError(e)}\n`)
     return 1
   }
+  if (sub === 'show') return showDevice(config.dataDir, positionals[0] ?? '', values.json === true, io)
   const board = values.board ?? resolveBoard(config).board
-  return sub === 'check' ? check(config, board, positionals, io) : list(config, board, values.json === true, io)
+  return sub === 'check' ? check(config, board, positionals, io) : list(config, board, values.json === true, values.account, io)
+}
+
+function usageProblem(sub: 'check' | 'list' | 'show', positionals: readonly string[], values: ReturnType<typeof parse>['values']): string | undefined {
+  if (sub === 'list' && positionals.length > 0) return 'takes no arguments'
+  if (sub === 'show' && positionals.length !== 1) return `expected one device id, got ${positionals.length} arguments`
+  if (sub !== 'list' && values.account !== undefined) return '--account applies to list only'
+  if (sub === 'show' && values.board !== undefined) return '--board applies to check and list only'
+  return undefined
 }
 
 function parse(args: readonly string[]) {
@@ -83,21 +105,11 @@ function parse(args: readonly string[]) {
       config: { type: 'string' },
       'data-dir': { type: 'string' },
       board: { type: 'string' },
+      account: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   })
-}
-
-function effectiveConfig(values: ReturnType<typeof parse>['values'], env: NodeJS.ProcessEnv): PerchConfig {
-  let config = defaultConfig(env)
-  if (values.config !== undefined) {
-    const loaded = loadConfigFile(values.config, config)
-    if (loaded instanceof ConfigError) throw loaded
-    config = loaded
-  }
-  if (values['data-dir'] !== undefined) config = { ...config, dataDir: values['data-dir'] }
-  return config
 }
 
 function check(config: PerchConfig, board: string, paths: readonly string[], io: Io): number {
@@ -122,6 +134,8 @@ function check(config: PerchConfig, board: string, paths: readonly string[], io:
   }
   return 0
 }
+
+type DeviceStatus = DevicesStatusFile['devices'][number]
 
 interface LiveStatus {
   readonly running: boolean
@@ -164,20 +178,29 @@ function topicsOf(d: DeviceConfig): string[] {
   }
 }
 
-function list(config: PerchConfig, board: string, json: boolean, io: Io): number {
+function list(config: PerchConfig, board: string, json: boolean, account: string | undefined, io: Io): number {
   const dir = devicesDir(config)
   const loaded = loadDevicesDir(dir, { board })
   const live = readStatus(config, Date.now())
+  const registered = readRegistered(config.dataDir, account)
+  if (!registered.ok) {
+    io.err(`perch devices list: ${registered.error.message}\n`)
+    return 1
+  }
   const statusOf = (name: string) => (live.running ? live.file?.devices.find((s) => s.device === name) : undefined)
   if (json) {
     const devices = loaded.devices.map((d) => ({ ...d, status: statusOf(d.name) ?? null }))
-    io.out(`${JSON.stringify({ dir, board, running: live.running, devices, problems: loaded.errors }, null, 2)}\n`)
+    const out = { dir, board, running: live.running, devices, problems: loaded.errors, registered: registeredJson(registered.value) }
+    io.out(`${JSON.stringify(out, null, 2)}\n`)
     return 0
   }
-  if (loaded.devices.length === 0 && loaded.errors.length === 0) {
-    io.out(`no devices in ${dir}\n`)
-    return 0
-  }
+  if (loaded.devices.length === 0 && loaded.errors.length === 0) io.out(`no devices in ${dir}\n`)
+  else listSensors(loaded, live, statusOf, io)
+  io.out(`\n${registeredText(registered.value)}`)
+  return 0
+}
+
+function listSensors(loaded: LoadResult, live: LiveStatus, statusOf: (name: string) => DeviceStatus | undefined, io: Io): void {
   const header = ['DEVICE', 'KIND', 'ACCOUNT', 'ENABLED', 'STATE', 'PUBLISHED', 'REJECTED', 'DISCONNECTS', 'TOPICS']
   const rows = loaded.devices.map((d) => {
     const s = statusOf(d.name)
@@ -206,5 +229,4 @@ function list(config: PerchConfig, board: string, json: boolean, io: Io): number
   if (loaded.errors.length > 0) {
     io.out(`\ninvalid files (skipped; see perch devices check):\n${loaded.errors.map((e) => `  ${formatFileError(e)}\n`).join('')}`)
   }
-  return 0
 }
