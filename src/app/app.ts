@@ -9,6 +9,7 @@ import { DeadlineQueue } from '../core/deadlines.js'
 import { ConfigError, describeError, PerchError } from '../core/errors.js'
 import type { Logger, LogLevel } from '../core/logger.js'
 import { err, ok, type Result } from '../core/result.js'
+import type { DeviceGraphService } from '../features/index.js'
 import { Broker } from '../mqtt/broker/broker.js'
 import { SysPublisher } from '../mqtt/broker/sys.js'
 import type { SessionStore } from '../mqtt/session/store.js'
@@ -71,6 +72,8 @@ export class App {
   readonly rules: RulesService | undefined
   /** When a central database is configured. */
   readonly sync: SyncService | undefined
+  /** Registered devices and their graphs, unless graphs.enabled is false. */
+  readonly graphs: DeviceGraphService | undefined
   /** The sensor bridges, unless devices.enabled is false. */
   readonly bridges: BridgeService | undefined
   /** The /metrics and /healthz endpoint, when http is configured. */
@@ -104,9 +107,11 @@ export class App {
     mysqlUsers: MysqlUsersHooks | undefined
     rules: RulesService | undefined
     sync: SyncService | undefined
+    graphs: DeviceGraphService | undefined
     devices: DeviceBridges | undefined
     metrics: MetricsServer | undefined
   }) {
+    this.graphs = parts.graphs
     this.#config = parts.config
     this.#limits = parts.limits
     this.#clock = parts.clock
@@ -195,10 +200,18 @@ export class App {
     } catch (e) {
       await abort(e)
     }
+    let graphs: DeviceGraphService | undefined
+    try {
+      graphs = config.graphs.enabled ? await (await import('./graphs.js')).startGraphs(broker, config.dataDir, rules, clock, logger) : undefined
+    } catch (e) {
+      await rules?.dispose()
+      await abort(e)
+    }
     let sync: SyncService | undefined
     try {
       sync = config.sync === undefined ? undefined : (await import('./sync-service.js')).SyncService.start(config.sync, config.dataDir, clock, logger)
     } catch (e) {
+      graphs?.dispose()
       await rules?.dispose()
       await abort(e)
     }
@@ -213,14 +226,17 @@ export class App {
     const sys = startSys(config, { broker, clock, version: deps.version, sync, bridges })
     let metrics: MetricsServer | undefined
     if (config.http !== undefined) {
-      const sources = { broker, sync, bridges, rules, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
       try {
+        const api = graphs === undefined ? undefined : (await import('./graphs.js')).devicesHttp(graphs, broker)
+        const routes = api === undefined ? undefined : api.handle.bind(api)
+        const sources = { broker, sync, bridges, rules, routes, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
         const { MetricsServer } = await import('./metrics.js')
         metrics = await MetricsServer.start(config.http, sources, logger)
       } catch (e) {
         sys?.dispose()
         await devices?.dispose()
         await sync?.dispose()
+        graphs?.dispose()
         await rules?.dispose()
         await abort(e)
       }
@@ -249,6 +265,7 @@ export class App {
       mysqlUsers,
       rules,
       sync,
+      graphs,
       devices,
       metrics,
     })
@@ -342,6 +359,7 @@ export class App {
     this.#sys?.dispose()
     await this.#devices?.dispose()
     await this.sync?.dispose()
+    this.graphs?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()
     this.mysqlUsers?.dispose()

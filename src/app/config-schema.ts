@@ -118,6 +118,7 @@ export const CONFIG_SCHEMA: JsonSchema = {
         board: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' },
       },
     },
+    graphs: { type: 'object', additionalProperties: false, properties: { enabled: { type: 'boolean' } } },
     sync: {
       type: 'object',
       additionalProperties: false,

@@ -47,6 +47,9 @@ rule. watchdog: seconds the sandbox worker may make no progress before it is rep
   devices: `Sensor bridges: one JSON file per device in "dir" (<dataDir>/devices when unset);
 "board" names a board profile (detected from /proc/device-tree/model when unset). perch
 devices check validates the files.`,
+  graphs: `Registered devices and their graphs (the IoTtalk model): devices register with PUT
+/devices/{id} on the http port or on /<account>/devices/put/{id}, and /<account>/graph/NAME links
+their features through functions run in the rules sandbox (which needs rules.enabled).`,
 }
 
 /** Off by default, so shown commented out: uncommenting the line turns the section on. */

@@ -76,11 +76,13 @@ export interface PerchConfig {
   /** The central database this gateway takes its accounts, grants and rules from; none when absent. */
   sync?: SyncConfig | undefined
   devices: DevicesConfig
+  /** Registered devices and their graphs (the IoTtalk model). */
+  graphs: { enabled: boolean }
   /** The local HTTP endpoint with /metrics and /healthz; off when absent. */
   http?: HttpConfig | undefined
 }
 
-/** Prometheus /metrics and /healthz over plain HTTP. */
+/** Prometheus /metrics, /healthz and the device registration API (/devices) over plain HTTP. */
 export interface HttpConfig {
   /** 0 picks a free port. */
   port: number
@@ -213,6 +215,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = {}): PerchConfig {
     persistence: { mode: 'sqlite', file: 'perch.db', synchronous: 'full', commitIntervalMs: 5, commitMaxWrites: 1000, onCorrupt: 'fail' },
     rules: { enabled: true, failureLimit: 5, coolOff: 60, reloadInterval: 1, watchdog: 1 },
     devices: { enabled: true },
+    graphs: { enabled: true },
   }
 }
 
@@ -241,6 +244,7 @@ export function resolveConfig(input: unknown, base: PerchConfig, source: string)
     rules: { ...base.rules, ...c.rules },
     sync: c.sync === undefined ? base.sync : { ...SYNC_DEFAULTS, ...base.sync, ...c.sync },
     devices: { ...base.devices, ...c.devices },
+    graphs: { ...base.graphs, ...c.graphs },
     http: c.http === undefined ? base.http : { ...HTTP_DEFAULTS, ...base.http, ...c.http },
   }
   const problem = crossCheck(config)

@@ -19,6 +19,8 @@ export interface MetricsSources {
   readonly rules?: RulesService | undefined
   /** Why perch is not ready to serve (no listeners, ...); undefined when it is. */
   readonly notReady?: (() => string | undefined) | undefined
+  /** More paths on the same port (the /devices API); false when the path is not its own. */
+  readonly routes?: ((req: IncomingMessage, res: ServerResponse, path: string) => Promise<boolean>) | undefined
 }
 
 type Labels = Record<string, string>
@@ -68,8 +70,9 @@ export class MetricsServer {
     }
     const port = (server.address() as AddressInfo).port
     self = new MetricsServer(server, register, sources, config.host, port)
-    logger.info('http.listening', { host: config.host, port, paths: ['/metrics', '/healthz'] })
-    if (!isLoopback(config.host)) logger.warn('http.exposed', { host: config.host, hint: '/metrics has no authentication; firewall it' })
+    const paths = sources.routes === undefined ? ['/metrics', '/healthz'] : ['/metrics', '/healthz', '/devices']
+    logger.info('http.listening', { host: config.host, port, paths })
+    if (!isLoopback(config.host)) logger.warn('http.exposed', { host: config.host, hint: '/metrics has no authentication and /devices takes passwords over plain HTTP; firewall it' })
     return self
   }
 
@@ -90,8 +93,9 @@ export class MetricsServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0]
-    if (path !== '/metrics' && path !== '/healthz') return reply(res, 404, 'text/plain', 'not found: try /metrics or /healthz\n')
+    const path = (req.url ?? '/').split('?')[0] ?? '/'
+    if (this.#sources.routes !== undefined && (await this.#sources.routes(req, res, path))) return
+    if (path !== '/metrics' && path !== '/healthz') return reply(res, 404, 'text/plain', 'not found: try /metrics, /healthz or /devices\n')
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.setHeader('allow', 'GET, HEAD')
       return reply(res, 405, 'text/plain', 'method not allowed\n')

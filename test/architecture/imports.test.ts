@@ -34,6 +34,7 @@ const COMPONENTS: readonly { prefix: string; component: Component }[] = [
   { prefix: 'scripting/', component: { name: 'scripting', layer: 6 } },
   { prefix: 'bridges/', component: { name: 'bridges', layer: 6 } },
   { prefix: 'sync/', component: { name: 'sync', layer: 6 } },
+  { prefix: 'features/', component: { name: 'features', layer: 6 } },
   { prefix: 'app/', component: { name: 'app', layer: 7 } },
   { prefix: 'main.ts', component: { name: 'main', layer: 7 } },
 ]

@@ -40,7 +40,8 @@ export async function startBroker(t: Teardown, overrides: DeepPartial<PerchConfi
   const ownDir = options.dataDir === undefined
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'perch-test-'))
   // Open mode unless a test asks for accounts: most tests are about the protocol, not access.
-  const input = { listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }], sys: { interval: 0 }, ...overrides, auth: { mode: 'open', ...overrides.auth }, rules: { enabled: false, ...overrides.rules }, dataDir }
+  // Rules and device graphs only when asked for: their internal subscriptions would show in counts.
+  const input = { listeners: [{ name: 'mqtt', kind: 'tcp', host: '127.0.0.1', port: 0 }], sys: { interval: 0 }, ...overrides, auth: { mode: 'open', ...overrides.auth }, rules: { enabled: false, ...overrides.rules }, graphs: { enabled: false, ...overrides.graphs }, dataDir }
   const resolved = resolveConfig(input, defaultConfig(), 'test config')
   if (!resolved.ok) throw resolved.error
   const config = resolved.value

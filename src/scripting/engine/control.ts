@@ -9,6 +9,9 @@ import type { RuleEngine } from './engine.js'
 import { manifestJson, NAME_PATTERN, parseManifest } from './manifest.js'
 import type { RuleStore } from './rule-store.js'
 
+/** The rules that run device graphs are named graph.NAME. */
+export const GRAPH_RULE_PREFIX = 'graph.'
+
 /** Rules run by `/A/runfile/NAME` are loaded under this prefix, apart from pushed rules. */
 export const FILE_RULE_PREFIX = 'file.'
 
@@ -113,6 +116,7 @@ export class RuleControl implements Disposable {
 
   async #put(m: Message, account: string, name: string): Promise<unknown> {
     if (name.startsWith(FILE_RULE_PREFIX)) return { ok: false, error: `names starting with "${FILE_RULE_PREFIX}" are for file rules` }
+    if (name.startsWith(GRAPH_RULE_PREFIX)) return { ok: false, error: `names starting with "${GRAPH_RULE_PREFIX}" are for device graphs (/A/graph/NAME)` }
     const text = m.payload.toString('utf8')
     let source = text
     let manifestInput: unknown

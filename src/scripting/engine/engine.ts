@@ -31,7 +31,11 @@ export interface LoadedRule {
   readonly manifest: RuleManifest
   readonly version: number
   readonly origin: string
+  /** Where its failures are published; /<account>/rules/<name>/error when absent. */
+  readonly errorTopic?: string | undefined
 }
+
+export type CompileAnswer = { ok: true } | { ok: false; error: string; line?: number | undefined; column?: number | undefined }
 
 /**
  * Runs account rules for the broker: each account gets an in-process client with the account's
@@ -55,6 +59,7 @@ export class RuleEngine implements Disposable {
   #flushTimer: TimerHandle | undefined
   readonly #events: Disposable
   #closed = false
+  #checks = 0
 
   constructor(broker: Broker, host: () => Promise<SandboxHost>, store: RuleStore, clock: Clock, logger: Logger, settings: EngineSettings) {
     this.#broker = broker
@@ -78,7 +83,7 @@ export class RuleEngine implements Disposable {
    * Compiles the rule and, only if that works, makes it the running one (its old version keeps
    * running otherwise) with its triggers. Returns why not.
    */
-  async install(r: LoadedRule): Promise<{ ok: true } | { ok: false; error: string; line?: number | undefined; column?: number | undefined }> {
+  async install(r: LoadedRule): Promise<CompileAnswer> {
     const client = this.clientFor(r.account)
     const outside = r.manifest.topics.map((f) => absoluteFilter(r.account, f)).filter((f) => this.#broker.hooks.authorizeSubscribe(client.client, f) === 'deny')
     if (outside.length > 0) return { ok: false, error: `triggers outside the account's read rights: ${outside.join(', ')}` }
@@ -97,9 +102,23 @@ export class RuleEngine implements Disposable {
       rule.failures = 0
       rule.suspendedUntil = 0
     }
+    rule.errorTopic = r.errorTopic
     const denied = this.#arm(rule)
     if (denied.length > 0) this.#logger.warn('rule.trigger-denied', { account: r.account, rule: r.name, filters: denied })
     this.#logger.info('rule.installed', { account: r.account, rule: r.name, version: r.version, origin: r.origin })
+    return { ok: true }
+  }
+
+  /**
+   * Compiles a module in the account's sandbox and runs its top level once (with the time a
+   * rule's load gets), then drops it: whether code would load, without running it as a rule.
+   */
+  async check(account: string, source: string): Promise<CompileAnswer> {
+    const name = `check.${++this.#checks}`
+    const host = await this.#host()
+    const loaded = await host.load({ account, name, source, limits: { timeMs: 50, maxPublishes: 0 } })
+    if (!loaded.ok) return { ok: false, error: loaded.error.message, line: loaded.error.line, column: loaded.error.column }
+    await host.unload(account, name)
     return { ok: true }
   }
 
@@ -302,7 +321,7 @@ export class RuleEngine implements Disposable {
     this.#scheduleFlush()
     this.#logger.warn(suspend ? 'rule.suspended' : 'rule.failed', { account: rule.account, rule: rule.name, code: error.code, message: error.message })
     // Perch's own client writes here: the account may read its rules' errors but not fake them.
-    this.#broker.publish(errorMessage(`/${rule.account}/rules/${rule.name}/error`, JSON.stringify(body)))
+    this.#broker.publish(errorMessage(rule.errorTopic ?? `/${rule.account}/rules/${rule.name}/error`, JSON.stringify(body)))
   }
 
   /** A message from perch itself (not the account) on one of the account's rule topics. */

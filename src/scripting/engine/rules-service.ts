@@ -11,6 +11,9 @@ import { type EngineSettings, RuleEngine } from './engine.js'
 import { parseManifest } from './manifest.js'
 import { RuleStore, type StoredRule } from './rule-store.js'
 
+/** Rules the store holds; others (file rules, graphs) are installed by whoever runs them. */
+const STORED_ORIGINS: ReadonlySet<string> = new Set(['mqtt', 'cli', 'central'])
+
 export interface RulesSettings extends EngineSettings {
   readonly dataDir: string
   /** Where `/A/runfile/NAME` finds NAME.js (and NAME.json); none when undefined. */
@@ -135,7 +138,7 @@ export class RulesService implements Disposable {
       if (running === undefined || running.version !== r.version) await this.#install(r)
     }
     for (const r of [...this.engine.rules.values()]) {
-      if (r.origin !== 'file' && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
+      if (STORED_ORIGINS.has(r.origin) && !wanted.has(`${r.account}\0${r.name}`)) await this.engine.uninstall(r.account, r.name)
     }
     this.#reportConflicts()
   }

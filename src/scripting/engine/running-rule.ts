@@ -32,6 +32,8 @@ export class RunningRule implements Disposable {
   /** Batches sent to the sandbox and not yet answered. */
   inFlight = 0
   lastError: string | undefined
+  /** Where failures are published instead of /<account>/rules/<name>/error. */
+  errorTopic: string | undefined
   readonly #inbox = new RingQueue<Queued>()
   #triggers: Disposable[] = []
 
