@@ -47,7 +47,7 @@ export function devicesHttp(service: DeviceGraphService, broker: Broker): Device
 function engineSandbox(engine: RuleEngine): GraphSandbox {
   let version = 0
   return {
-    check: (account, source) => engine.check(account, source),
+    check: (account, name, source) => engine.check(account, name, source),
     async install(account, rule, source, topics, errorTopic, outputs) {
       const manifest = parseManifest({ triggers: { topics: [...topics] }, batch: GRAPH_BATCH, limits: { maxPublishes: Math.min(10_000, Math.max(100, outputs)) } }, rule, account)
       if (!manifest.ok) return { ok: false, error: manifest.error }

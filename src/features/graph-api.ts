@@ -9,7 +9,7 @@ export type SandboxAnswer = { readonly ok: true } | { readonly ok: false; readon
 /** Where graph functions run: the account's rule sandbox, with the limits rules have. */
 export interface GraphSandbox {
   /** Compiles and runs the module's top level once, then throws it away. */
-  check(account: string, source: string): Promise<SandboxAnswer>
+  check(account: string, name: string, source: string): Promise<SandboxAnswer>
   /** Installs (or replaces) the rule that runs a graph; its failures are published on errorTopic. */
   install(account: string, rule: string, source: string, topics: readonly string[], errorTopic: string, outputs: number): Promise<SandboxAnswer>
   uninstall(account: string, rule: string): Promise<void>
@@ -119,7 +119,7 @@ export class GraphApi {
     const sandbox = this.#d.sandbox
     if (sandbox === undefined) return fail('functions cannot run: rules are disabled on this gateway (rules.enabled)')
     for (const [i, f] of checked.entries()) {
-      const result = await sandbox.check(account, checkSource(f.code))
+      const result = await sandbox.check(account, `function.${f.digest}`, checkSource(f.code))
       if (!result.ok) return fail(`codes[${i}] (${f.digest.slice(0, 12)}): ${result.error}`, { index: i, line: result.line, column: result.column })
     }
     const now = this.#d.now()

@@ -12,6 +12,9 @@ import { absoluteFilter, type RuleManifest } from './manifest.js'
 import type { RuleStore } from './rule-store.js'
 import { type Queued, RunningRule } from './running-rule.js'
 
+/** Rule names are at most this long (NAME_PATTERN). */
+const MAX_RULE_NAME = 64
+
 /** Batches per rule at the sandbox at once: two keep the worker busy, more only add latency. */
 const PIPELINE = 2
 
@@ -59,7 +62,6 @@ export class RuleEngine implements Disposable {
   #flushTimer: TimerHandle | undefined
   readonly #events: Disposable
   #closed = false
-  #checks = 0
 
   constructor(broker: Broker, host: () => Promise<SandboxHost>, store: RuleStore, clock: Clock, logger: Logger, settings: EngineSettings) {
     this.#broker = broker
@@ -112,9 +114,10 @@ export class RuleEngine implements Disposable {
   /**
    * Compiles a module in the account's sandbox and runs its top level once (with the time a
    * rule's load gets), then drops it: whether code would load, without running it as a rule.
+   * `name` (what errors call the module) is longer than any rule name, so no rule is replaced.
    */
-  async check(account: string, source: string): Promise<CompileAnswer> {
-    const name = `check.${++this.#checks}`
+  async check(account: string, name: string, source: string): Promise<CompileAnswer> {
+    if (name.length <= MAX_RULE_NAME) throw new Error(`a module checked apart from the rules needs a name longer than ${MAX_RULE_NAME} characters`)
     const host = await this.#host()
     const loaded = await host.load({ account, name, source, limits: { timeMs: 50, maxPublishes: 0 } })
     if (!loaded.ok) return { ok: false, error: loaded.error.message, line: loaded.error.line, column: loaded.error.column }
