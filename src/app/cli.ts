@@ -20,7 +20,8 @@ const START_OPTIONS = `  --config FILE        JSON config file (see: perch confi
   --allow-anonymous    open mode: clients connect without accounts or credentials
                        (also needed to serve open mode beyond this machine)
   --log-level LEVEL    debug, info, warn or error (default info)
-  --http-port N        serve Prometheus /metrics and /healthz on this port
+  --http-port N        serve Prometheus /metrics, /healthz and the /devices
+                       registration API on this port
                        (127.0.0.1 unless http.host is set in the config file)
 `
 

@@ -16,8 +16,9 @@ warn or error. --log-level overrides it.`,
 "requireClientCert": true asks clients for a certificate); ws (WebSocket on "path", /mqtt
 for example). --host and --port change the first tcp listener. Beyond 127.0.0.1, listen on
 "0.0.0.0" or an address of this machine.`,
-  http: `Prometheus /metrics and /healthz over plain HTTP, off unless set (or --http-port). The
-endpoint has no authentication: it stays on 127.0.0.1 unless "host" says otherwise.`,
+  http: `Prometheus /metrics, /healthz and the device registration API (/devices) over plain
+HTTP, off unless set (or --http-port). /metrics has no authentication and /devices takes
+passwords in the clear: it stays on 127.0.0.1 unless "host" says otherwise.`,
   auth: `Who may connect and what they may do. mode: accounts (clients log in with the accounts
 of perch account); open (anonymous clients, no access control; "allowAnonymous": true to
 serve them beyond 127.0.0.1); static ("rules" in order, the first match decides, else

@@ -86,7 +86,7 @@ export interface PerchConfig {
 export interface HttpConfig {
   /** 0 picks a free port. */
   port: number
-  /** 127.0.0.1 unless set here; the endpoint has no authentication. */
+  /** 127.0.0.1 unless set here; /metrics has no authentication, /devices takes passwords in the clear. */
   host: string
 }
 
