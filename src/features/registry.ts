@@ -85,7 +85,7 @@ export class DeviceRegistry {
     this.#d.publishState(deviceTopics(d.account, d.id).state, '')
     this.#d.logger.info('device.removed', { device: d.id, account: d.account, links: links.length })
     if (links.length > 0) await this.#d.linksDropped(links)
-    return ok({ state: 'ok', id: d.id, removed_links: links.length })
+    return ok({ state: 'ok', da_id: d.id, removed_links: links.length })
   }
 
   /** One device of the account (or one the caller may see, checked by the caller). */

@@ -1,0 +1,55 @@
+// What happens to graphs when their devices change: a re-registration that drops a feature drops
+// the links to it, a removed device takes its links along, detach removes a graph, and a graph
+// with several inputs joins the latest value of each.
+import { randomUUID } from 'node:crypto'
+import t from 'tap'
+import { digestOf } from '../../src/features/compile.js'
+import { DeviceApp, devicesRequest } from '../helpers/device-app.js'
+import { graphBroker, request } from '../helpers/graphs.js'
+
+t.setTimeout(90_000)
+
+const SUM = 'function run(a, b) { return a + b }\n'
+
+t.test('a join over two inputs, then devices that change under the graph', async (t) => {
+  const { b, httpPort, admin } = await graphBroker(t)
+  const where = { url: b.url, httpPort }
+  const login = { username: 'A', password: 'pw-A' }
+  const tensId = randomUUID()
+  const onesId = randomUUID()
+  const sinkId = randomUUID()
+  const tens = await DeviceApp.start(t, where, login, tensId, { name: 'Tens', idf_list: ['v'] }, () => 10)
+  await DeviceApp.start(t, where, login, onesId, { name: 'Ones', idf_list: ['v'] }, () => 1)
+  const sink = await DeviceApp.start(t, where, login, sinkId, { name: 'Sink', odf_list: ['sum', 'other'] })
+  const G = '/A/graph/sum'
+  t.match(await request(admin, G, { op: 'add_funcs', codes: [SUM], digests: [digestOf(SUM)] }), { state: 'ok' })
+  t.match(await request(admin, G, { op: 'set_join', prev: null, new: digestOf(SUM) }), { state: 'ok' })
+  for (const id of [tensId, onesId]) t.match(await request(admin, G, { op: 'add_link', da_id: id, idf: 'v', func: null }), { state: 'ok' })
+  t.match(await request(admin, G, { op: 'add_link', da_id: sinkId, odf: 'sum', func: null }), { state: 'ok' })
+  await sink.waitFor('sums', (a) => a.received.length >= 5)
+  t.same([...new Set(sink.received.map(([, p]) => p))], ['11'], 'the join adds the latest value of each input')
+
+  // The sink registers again without "sum": the link to it goes, the graph stops, CONNECT stays unanswered.
+  const again = await devicesRequest(httpPort, 'PUT', `/devices/${sinkId}`, { user: 'A', password: 'pw-A', body: { name: 'Sink', odf_list: ['other'] } })
+  t.equal(again.status, 200)
+  t.same(again.body.dropped_links, [{ graph: 'A/sum', odf: 'sum' }], 'the answer lists the links dropped with the feature')
+  t.not(again.body.rev, sink.registration.rev, 'a new registration has a new rev')
+  t.match(await request(admin, G, { op: 'list' }), { state: 'ok', runs: false }, 'without an output the graph no longer runs')
+  t.equal(b.app.rules?.engine.rule('A', 'graph.sum'), undefined, "and its rule is gone from the account's sandbox")
+
+  // A device removed: its links go with it.
+  t.match(await request(admin, '/A/devices/delete/' + tensId, {}), { state: 'ok', removed_links: 1 })
+  t.same(
+    b.app.graphs?.store.links('A', 'sum').map((l) => l.device),
+    [onesId],
+    'only the link of the device that is left remains',
+  )
+  tens.kill()
+
+  // detach removes the graph, and its last features get DISCONNECT.
+  t.match(await request(admin, G, { op: 'detach' }), { state: 'ok' })
+  t.equal(b.app.graphs?.store.graph('A', 'sum'), undefined, 'the graph is gone')
+  t.match(await request(admin, G, { op: 'list' }), { state: 'error', error: /no graph "sum"/ })
+  const listed = await request(admin, '/A/graphs/list', {})
+  t.same(listed.graphs, [], '/A/graphs/list lists no graph')
+})
