@@ -229,7 +229,7 @@ export class App {
       try {
         const api = graphs === undefined ? undefined : (await import('./graphs.js')).devicesHttp(graphs, broker)
         const routes = api === undefined ? undefined : api.handle.bind(api)
-        const sources = { broker, sync, bridges, rules, routes, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
+        const sources = { broker, sync, bridges, rules, graphs, routes, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
         const { MetricsServer } = await import('./metrics.js')
         metrics = await MetricsServer.start(config.http, sources, logger)
       } catch (e) {

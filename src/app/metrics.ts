@@ -7,6 +7,7 @@ import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { BridgeService } from '../bridges/service.js'
 import { ConfigError, describeError } from '../core/errors.js'
 import type { Logger } from '../core/logger.js'
+import type { DeviceGraphService } from '../features/index.js'
 import type { Broker } from '../mqtt/broker/broker.js'
 import type { RulesService } from '../scripting/engine/rules-service.js'
 import { type HttpConfig, isLoopback } from './config.js'
@@ -17,6 +18,7 @@ export interface MetricsSources {
   readonly sync?: SyncService | undefined
   readonly bridges?: BridgeService | undefined
   readonly rules?: RulesService | undefined
+  readonly graphs?: DeviceGraphService | undefined
   /** Why perch is not ready to serve (no listeners, ...); undefined when it is. */
   readonly notReady?: (() => string | undefined) | undefined
   /** More paths on the same port (the /devices API); false when the path is not its own. */
@@ -194,6 +196,26 @@ function defineMetrics(register: Registry, sources: MetricsSources): void {
   if (sources.sync !== undefined) defineSyncMetrics(register, sources.sync)
   if (sources.bridges !== undefined) defineBridgeMetrics(register, sources.bridges)
   if (sources.rules !== undefined) defineRuleMetrics(register, sources.rules)
+  if (sources.graphs !== undefined) defineGraphMetrics(register, sources.graphs)
+}
+
+/** Registered devices (the IoTtalk model), read from their store at scrape time. */
+function defineGraphMetrics(register: Registry, graphs: DeviceGraphService): void {
+  const byAccount = (keys: readonly string[]): readonly Sample[] => {
+    const counts = new Map<string, number>()
+    for (const k of keys) counts.set(k, (counts.get(k) ?? 0) + 1)
+    return [...counts].map(([k, value]) => {
+      const [account = '', presence] = k.split('\0')
+      return [presence === undefined ? { account } : { account, presence }, value]
+    })
+  }
+  gauges(register, 'perch_registered_devices', 'Registered devices, per account and presence.', ['account', 'presence'], () =>
+    byAccount(graphs.store.devices().map((d) => `${d.account}\0${d.presence}`)),
+  )
+  gauges(register, 'perch_graph_links', 'Links of all graphs, per account.', ['account'], () => byAccount(graphs.store.links().map((l) => l.account)))
+  counter(register, 'perch_presence_stale_total', 'Presence messages ignored because their rev was not the current one.', [], () =>
+    one(graphs.registry.stats.stalePresence),
+  )
 }
 
 function defineSyncMetrics(register: Registry, sync: SyncService): void {

@@ -90,6 +90,10 @@ t.test('two device applications linked by a graph: data flows through the functi
   t.equal(lamp.received.length, stopped, 'no more data reaches the lamp once the link is gone')
   t.match(await request(admin, G, { op: 'list' }), { runs: false, links: [{ da_id: lampId, odf: 'luma' }] })
   t.same(seen.filter((m) => m.topic === '/A/graph/1/error').map((m) => m.payload.toString()), [], 'the graph never failed')
+  const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text()
+  t.match(metrics, /perch_registered_devices\{account="A",presence="online"\} 2/, '/metrics counts the registered devices online')
+  t.match(metrics, /perch_graph_links\{account="A"\} 1/, 'and the links')
+  t.match(metrics, /perch_presence_stale_total 1/, 'and the stale presence message')
 })
 
 t.test('graphs come back after a restart, running', async (t) => {
