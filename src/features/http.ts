@@ -67,7 +67,8 @@ export class DevicesHttp {
     if (!hooks.authorizePublish(client, topic)) return error(403, `${client.username ?? 'this login'} may not ${action === 'put' ? 'register' : 'remove'} devices in ${account} (no right to publish ${topic})`)
     if (action === 'delete') return fromResult(await this.#service.serialize(() => this.#service.registry.remove(account, id)))
     const body = await readBody(req)
-    if (!body.ok) return error(body.status, body.error)
+    // The rest of a body too large is not read: the connection ends once the answer is out.
+    if (!body.ok) return body.status === 413 ? { ...error(body.status, body.error), headers: { connection: 'close' } } : error(body.status, body.error)
     return fromResult(await this.#service.serialize(() => this.#service.registry.register(account, id, body.value)))
   }
 
@@ -113,20 +114,40 @@ function fromResult(r: Result<Record<string, unknown>, RequestError>): Reply {
   return r.ok ? { status: 200, body: r.value } : fromError(r)
 }
 
-async function readBody(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false; status: 400 | 413 | 415; error: string }> {
+/**
+ * The JSON body, at most MAX_BODY bytes. Past that it answers 413 at once and discards the rest:
+ * the request is never destroyed under the answer (that left the connection open and unclosable,
+ * so perch's HTTP server could not stop).
+ */
+function readBody(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false; status: 400 | 413 | 415; error: string }> {
   const type = req.headers['content-type'] ?? 'application/json'
-  if (!/^application\/json\b/i.test(type)) return { ok: false, status: 415, error: `the body must be application/json, not ${type}` }
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > MAX_BODY) return { ok: false, status: 413, error: `the body is larger than ${MAX_BODY} bytes` }
-    chunks.push(chunk as Buffer)
-  }
-  const text = Buffer.concat(chunks).toString('utf8')
-  try {
-    return { ok: true, value: JSON.parse(text) }
-  } catch (e) {
-    return { ok: false, status: 400, error: `the body is not JSON: ${e instanceof Error ? e.message : String(e)}` }
-  }
+  if (!/^application\/json\b/i.test(type)) return Promise.resolve({ ok: false, status: 415, error: `the body must be application/json, not ${type}` })
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let settled = false
+    const settle = (r: { ok: true; value: unknown } | { ok: false; status: 400 | 413; error: string }): void => {
+      if (settled) return
+      settled = true
+      req.off('data', onData)
+      req.resume()
+      resolve(r)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > MAX_BODY) settle({ ok: false, status: 413, error: `the body is larger than ${MAX_BODY} bytes` })
+      else chunks.push(chunk)
+    }
+    req.on('data', onData)
+    req.once('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8')
+      try {
+        settle({ ok: true, value: JSON.parse(text) })
+      } catch (e) {
+        settle({ ok: false, status: 400, error: `the body is not JSON: ${e instanceof Error ? e.message : String(e)}` })
+      }
+    })
+    req.on('error', (e) => settle({ ok: false, status: 400, error: `the body was cut off: ${e.message}` }))
+    req.once('close', () => settle({ ok: false, status: 400, error: 'the body was cut off' }))
+  })
 }
