@@ -79,7 +79,10 @@ export class DeviceGraphService implements Disposable {
   }
 
   #listen(): void {
-    this.#on('/+/devices/put/+', ([account, , , id], m) => this.#answered(m, async () => this.#result(await this.registry.register(account, id, parseJson(m))), 'device'))
+    // Over MQTT a body's "id" is the request's id (echoed); the device id is in the topic.
+    this.#on('/+/devices/put/+', ([account, , , id], m) =>
+      this.#answered(m, async () => this.#result(await this.registry.register(account, id, withoutId(parseJson(m)))), 'device'),
+    )
     this.#on('/+/devices/delete/+', ([account, , , id], m) => this.#answered(m, async () => this.#result(await this.registry.remove(account, id)), 'device'))
     this.#on('/+/devices/list', ([account], m) => this.#answered(m, () => ({ state: 'ok', devices: this.store.devices(account).map(describeDevice) }), 'device'))
     this.#on('/+/devices/+/ctrl/up', ([account, , id], m) => {
@@ -122,7 +125,7 @@ export class DeviceGraphService implements Disposable {
         answer = { state: 'error', error: 'internal error' }
       }
       if (this.#closed) return
-      this.#local.publish(`${m.topic}/result`, JSON.stringify(requestId === undefined ? answer : { id: requestId, ...answer }), { qos: 1 })
+      this.#local.publish(`${m.topic}/result`, JSON.stringify(requestId === undefined ? answer : { ...answer, id: requestId }), { qos: 1 })
     })
   }
 
@@ -147,7 +150,13 @@ function parseJson(m: Message): unknown {
   }
 }
 
-/** The `id` of a JSON request, echoed in its answer. */
+function withoutId(body: unknown): unknown {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return body
+  const { id: _, ...rest } = body as Record<string, unknown>
+  return rest
+}
+
+/** The `id` of a JSON request, echoed in its answer (in place of any `id` of its own). */
 function requestIdOf(m: Message): unknown {
   const body = parseJson(m)
   return typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as { id?: unknown }).id : undefined

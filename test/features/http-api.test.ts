@@ -349,6 +349,11 @@ t.test('registration over MQTT: put, list and delete on the request topics', asy
   t.not(again.rev, put.rev, 'a new rev')
   t.match(stored(id), { rev: again.rev })
 
+  // A request id in the body is echoed in place of the device id (which the topic names).
+  const third = await request(mqttA, topic, BODY)
+  t.match(third, { state: 'ok', ctrl_chans: [`/A/devices/${id}/ctrl/up`, `/A/devices/${id}/ctrl/down`] }, 'a put with a request id registers')
+  t.match(String(third.id), /^r\d+$/, `and its answer carries the request id (${String(third.id)})`)
+
   const badId = randomUUID()
   const bad = await request(mqttA, `/A/devices/put/${badId}`, { name: 'x', idf_list: ['a/b'] })
   t.match(bad, { state: 'error', status: 400, error: /feature name "a\/b"/ }, 'a malformed registration is answered with an error')
