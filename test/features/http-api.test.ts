@@ -350,7 +350,7 @@ t.test('registration over MQTT: put, list and delete on the request topics', asy
   t.match(stored(id), { rev: again.rev })
 
   // A request id in the body is echoed in place of the device id (which the topic names).
-  const third = await request(mqttA, topic, BODY)
+  const third = await request(mqttA, topic, { ...BODY, idf_list: [['meow', ['dB']], ['purr', []]] })
   t.match(third, { state: 'ok', ctrl_chans: [`/A/devices/${id}/ctrl/up`, `/A/devices/${id}/ctrl/down`] }, 'a put with a request id registers')
   t.match(String(third.id), /^r\d+$/, `and its answer carries the request id (${String(third.id)})`)
 
