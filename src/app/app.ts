@@ -211,7 +211,7 @@ export class App {
     try {
       sync = config.sync === undefined ? undefined : (await import('./sync-service.js')).SyncService.start(config.sync, config.dataDir, clock, logger)
     } catch (e) {
-      graphs?.dispose()
+      await graphs?.dispose()
       await rules?.dispose()
       await abort(e)
     }
@@ -236,7 +236,7 @@ export class App {
         sys?.dispose()
         await devices?.dispose()
         await sync?.dispose()
-        graphs?.dispose()
+        await graphs?.dispose()
         await rules?.dispose()
         await abort(e)
       }
@@ -359,7 +359,7 @@ export class App {
     this.#sys?.dispose()
     await this.#devices?.dispose()
     await this.sync?.dispose()
-    this.graphs?.dispose()
+    await this.graphs?.dispose()
     await this.rules?.dispose()
     this.accounts?.dispose()
     this.mysqlUsers?.dispose()

@@ -23,7 +23,7 @@ export function accountClient(account: string, listener: string): ClientInfo {
  * `/A/graphs/list`, answered on `<topic>/result`), the devices' uplinks, and the control
  * signals. Requests run one at a time, in the order they arrived.
  */
-export class DeviceGraphService implements Disposable {
+export class DeviceGraphService {
   readonly registry: DeviceRegistry
   readonly graphs: GraphApi
   readonly store: FeatureStore
@@ -71,9 +71,12 @@ export class DeviceGraphService implements Disposable {
     return run
   }
 
-  dispose(): void {
+  /** Stops taking requests, lets the ones under way finish (before the sandbox stops), and closes the store. */
+  async dispose(): Promise<void> {
+    if (this.#closed) return
     this.#closed = true
     for (const s of this.#subscriptions.splice(0)) s.dispose()
+    await this.#queue
     this.#local.dispose()
     this.store.dispose()
   }

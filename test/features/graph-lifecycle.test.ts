@@ -38,7 +38,7 @@ t.test('a join over two inputs, then devices that change under the graph', async
   t.equal(b.app.rules?.engine.rule('A', 'graph.sum'), undefined, "and its rule is gone from the account's sandbox")
 
   // A device removed: its links go with it.
-  t.match(await request(admin, '/A/devices/delete/' + tensId, {}), { state: 'ok', removed_links: 1 })
+  t.match(await request(admin, `/A/devices/delete/${tensId}`, {}), { state: 'ok', removed_links: 1 })
   t.same(
     b.app.graphs?.store.links('A', 'sum').map((l) => l.device),
     [onesId],
