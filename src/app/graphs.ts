@@ -7,6 +7,7 @@ import { ConfigError } from '../core/errors.js'
 import type { Logger } from '../core/logger.js'
 import { DeviceGraphService, DevicesHttp, FeatureStore, type GraphSandbox } from '../features/index.js'
 import type { Broker } from '../mqtt/broker/broker.js'
+import { GRAPH_RULE_PREFIX } from '../scripting/engine/control.js'
 import type { RuleEngine } from '../scripting/engine/engine.js'
 import { parseManifest } from '../scripting/engine/manifest.js'
 import type { RulesService } from '../scripting/engine/rules-service.js'
@@ -48,13 +49,14 @@ function engineSandbox(engine: RuleEngine): GraphSandbox {
   let version = 0
   return {
     check: (account, name, source) => engine.check(account, name, source),
-    async install(account, rule, source, topics, errorTopic, outputs) {
+    async install(account, graph, source, topics, errorTopic, outputs) {
+      const rule = `${GRAPH_RULE_PREFIX}${graph}`
       const manifest = parseManifest({ triggers: { topics: [...topics] }, batch: GRAPH_BATCH, limits: { maxPublishes: Math.min(10_000, Math.max(100, outputs)) } }, rule, account)
       if (!manifest.ok) return { ok: false, error: manifest.error }
       return engine.install({ account, name: rule, source, manifest: manifest.value, version: ++version, origin: 'graph', errorTopic })
     },
-    async uninstall(account, rule) {
-      await engine.uninstall(account, rule)
+    async uninstall(account, graph) {
+      await engine.uninstall(account, `${GRAPH_RULE_PREFIX}${graph}`)
     },
   }
 }

@@ -3,12 +3,8 @@
 import { createHash } from 'node:crypto'
 import type { FunctionRecord, LinkRecord } from './store.js'
 
-/** Graph names: they become part of a rule name and of topics. */
+/** Graph names: they become part of a rule name (short enough for one) and of topics. */
 export const GRAPH_NAME = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,47}$/
-/** The rule that runs graph G of an account; rule pushes may not use the prefix. */
-export const GRAPH_RULE_PREFIX = 'graph.'
-
-export const graphRuleName = (graph: string): string => `${GRAPH_RULE_PREFIX}${graph}`
 
 /** SHA-256 of the code's UTF-8 bytes, lower-case hex: a function's identity. */
 export function digestOf(code: string): string {

@@ -1,5 +1,5 @@
 import type { Logger } from '../core/logger.js'
-import { checkSource, DIGEST, digestOf, type GraphPlan, graphRuleName, graphSource, planGraph, runnable } from './compile.js'
+import { checkSource, DIGEST, digestOf, type GraphPlan, graphSource, planGraph, runnable } from './compile.js'
 import { deviceId, deviceTopics, type FeatureKind } from './model.js'
 import { type Signaller, usedEndpoints } from './signals.js'
 import type { FeatureStore, FunctionRecord, LinkRecord } from './store.js'
@@ -11,8 +11,9 @@ export interface GraphSandbox {
   /** Compiles and runs the module's top level once, then throws it away. */
   check(account: string, name: string, source: string): Promise<SandboxAnswer>
   /** Installs (or replaces) the rule that runs a graph; its failures are published on errorTopic. */
-  install(account: string, rule: string, source: string, topics: readonly string[], errorTopic: string, outputs: number): Promise<SandboxAnswer>
-  uninstall(account: string, rule: string): Promise<void>
+  install(account: string, graph: string, source: string, topics: readonly string[], errorTopic: string, outputs: number): Promise<SandboxAnswer>
+  /** Removes the graph's rule, if it runs. */
+  uninstall(account: string, graph: string): Promise<void>
 }
 
 /** Whether `account` may use a feature of a device of another account (a grant): the reason if not. */
@@ -193,7 +194,7 @@ export class GraphApi {
     const { store } = this.#d
     if (store.graph(account, graph) === undefined) return fail(`no graph "${graph}" in account ${account}`)
     const before = usedEndpoints(store.links())
-    await this.#d.sandbox?.uninstall(account, graphRuleName(graph))
+    await this.#d.sandbox?.uninstall(account, graph)
     store.transaction(() => store.removeGraph(account, graph))
     this.#d.signals.changed(before, usedEndpoints(store.links()))
     return { state: 'ok' }
@@ -210,15 +211,14 @@ export class GraphApi {
   /** Installs the graph's rule when it has an input and an output, removes it otherwise. */
   async #install(account: string, graph: string, plan: GraphPlan): Promise<SandboxAnswer> {
     const sandbox = this.#d.sandbox
-    const rule = graphRuleName(graph)
     if (sandbox === undefined) return runnable(plan) ? { ok: false, error: 'graphs cannot run: rules are disabled on this gateway (rules.enabled)' } : { ok: true }
     if (!runnable(plan)) {
-      await sandbox.uninstall(account, rule)
+      await sandbox.uninstall(account, graph)
       return { ok: true }
     }
     const functions = new Map<string, FunctionRecord>(this.#d.store.functions(account).map((f) => [f.digest, f]))
     const source = graphSource(account, graph, plan, functions)
     const inputs = [...new Set(plan.inputs.map((i) => i.topic))]
-    return sandbox.install(account, rule, source, inputs, `/${account}/graph/${graph}/error`, plan.outputs.length)
+    return sandbox.install(account, graph, source, inputs, `/${account}/graph/${graph}/error`, plan.outputs.length)
   }
 }

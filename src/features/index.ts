@@ -1,4 +1,4 @@
-export { DIGEST, digestOf, GRAPH_NAME, GRAPH_RULE_PREFIX, graphRuleName } from './compile.js'
+export { DIGEST, digestOf, GRAPH_NAME } from './compile.js'
 export type { GraphSandbox, SandboxAnswer } from './graph-api.js'
 export { DevicesHttp, type HttpAuthenticate, type HttpCredentials } from './http.js'
 export { type DeviceRecord, describeDevice, deviceId, deviceTopics, type FeatureKind, type FeatureSpec, type Presence } from './model.js'
