@@ -76,7 +76,11 @@ export class GraphApi {
     if (g === undefined) return fail(`no graph "${graph}" in account ${account}`)
     const links = this.#d.store.links(account, graph).map((l) => {
       const d = this.#d.store.device(l.device)
-      return { da_id: l.device, device: d?.name ?? null, presence: d?.presence ?? null, [l.kind]: l.feature, func: l.func, topic: d === undefined ? null : deviceTopics(d.account, d.id).feature(l.kind, l.feature) }
+      const s = this.#d.store.signals(l.device).find((x) => x.kind === l.kind && x.feature === l.feature)
+      // The last control signal of the feature and the device's answer to it.
+      const signal = s === undefined ? null : { command: s.command, state: s.state, error: s.error, at: new Date(s.at).toISOString() }
+      const topic = d === undefined ? null : deviceTopics(d.account, d.id).feature(l.kind, l.feature)
+      return { da_id: l.device, device: d?.name ?? null, presence: d?.presence ?? null, [l.kind]: l.feature, func: l.func, topic, signal }
     })
     const plan = this.#plan(account, graph, g.join)
     return { state: 'ok', graph, join: g.join, links, runs: runnable(plan) && this.#d.sandbox !== undefined, funcs: this.#d.store.functions(account).map((f) => f.digest) }

@@ -53,3 +53,36 @@ t.test('a join over two inputs, then devices that change under the graph', async
   const listed = await request(admin, '/A/graphs/list', {})
   t.same(listed.graphs, [], '/A/graphs/list lists no graph')
 })
+
+t.test('two graphs of one account share a feature: DISCONNECT only when the last link to it goes', async (t) => {
+  const { b, httpPort, admin } = await graphBroker(t)
+  const where = { url: b.url, httpPort }
+  const login = { username: 'A', password: 'pw-A' }
+  const srcId = randomUUID()
+  const src = await DeviceApp.start(t, where, login, srcId, { name: 'Source', idf_list: ['v'] }, () => 2)
+  const one = await DeviceApp.start(t, where, login, randomUUID(), { name: 'One', odf_list: ['v'] })
+  const two = await DeviceApp.start(t, where, login, randomUUID(), { name: 'Two', odf_list: ['v'] })
+  for (const [g, sink] of [
+    ['first', one],
+    ['second', two],
+  ] as const) {
+    t.match(await request(admin, `/A/graph/${g}`, { op: 'add_link', da_id: srcId, idf: 'v', func: null }), { state: 'ok' })
+    t.match(await request(admin, `/A/graph/${g}`, { op: 'add_link', da_id: sink.id, odf: 'v', func: null }), { state: 'ok' })
+  }
+  await one.waitFor('data', (a) => a.received.length > 0)
+  await two.waitFor('data', (a) => a.received.length > 0)
+  t.equal(src.signals.filter((s) => s.command === 'CONNECT').length, 1, 'the shared feature got one CONNECT')
+  const listed = await request(admin, '/A/graph/first', { op: 'list' })
+  t.match(listed, { links: [{ da_id: srcId, signal: { command: 'CONNECT', state: 'ok' } }, { signal: { command: 'CONNECT', state: 'ok' } }] }, "list shows each feature's last signal and the device's answer")
+  t.match(await request(admin, '/A/graph/first', { op: 'rm_link', da_id: srcId, idf: 'v' }), { state: 'ok' })
+  t.match(await request(admin, '/A/graph/first', { op: 'list' }), { state: 'ok' })
+  t.equal(src.signals.filter((s) => s.command === 'DISCONNECT').length, 0, 'no DISCONNECT while the other graph still uses the feature')
+  const before = two.received.length
+  await two.waitFor('data still', (a) => a.received.length > before + 2)
+  t.pass('the other graph keeps running')
+  t.match(await request(admin, '/A/graph/second', { op: 'rm_link', da_id: srcId, idf: 'v' }), { state: 'ok' })
+  await src.waitFor('DISCONNECT', (a) => a.signals.some((s) => s.command === 'DISCONNECT'))
+  t.pass('DISCONNECT once the last link to it is gone')
+  const graphs = (await request(admin, '/A/graphs/list', {})).graphs as { graph: string }[]
+  t.same(graphs.map((g) => g.graph), ['first', 'second'], '/A/graphs/list lists both graphs')
+})
