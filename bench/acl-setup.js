@@ -1,10 +1,15 @@
 // Accounts for the `perch-acl` benchmark variant, written into DATA_DIR/accounts.db
-// before perch starts (perch adds its own `admin` only to an empty store), and the
-// rules scenario's rule.
+// before perch starts (perch adds its own `admin` only to an empty store), the
+// rules scenario's rule and the graph scenario's devices and graph.
 // Usage: node bench/acl-setup.js DIST_DIR DATA_DIR < spec.json
 // spec: { password, verifier?, accounts: [id], grants: [{ owner, grantee, filter, publish, subscribe }],
-//         rules?: [{ account, name, source, manifest }] } (rules go into DATA_DIR/rules.db, which
-//         perch loads at start; manifest is the JSON text src/scripting/engine/manifest.ts reads)
+//         rules?: [{ account, name, source, manifest }],
+//         graphs?: [{ account, name, devices: [{ id, name, features: [{ kind, name, types }] }],
+//                     join: code | null, links: [{ device, kind, feature, func: code | null }] }] }
+// rules go into DATA_DIR/rules.db, which perch loads at start (manifest is the JSON text
+// src/scripting/engine/manifest.ts reads); graphs go into DATA_DIR/features.db with perch's own
+// FeatureStore (devices registered, functions stored under their SHA-256, links in the order
+// given, which is the order the join function sees its inputs in), and perch rebuilds them at start.
 // Prints { verifier, ms } as JSON: the caller passes the verifier back next time,
 // so the deliberately slow scrypt runs once per harness run, not once per broker.
 import { readFileSync } from 'node:fs'
@@ -47,6 +52,32 @@ if (spec.rules?.length) {
     for (const r of spec.rules) rules.value.put(r.account, r.name, r.source, r.manifest, 'cli')
   } finally {
     rules.value.dispose()
+  }
+}
+if (spec.graphs?.length) {
+  const { FeatureStore } = await load('features/store.js')
+  const { digestOf } = await load('features/compile.js')
+  const opened = FeatureStore.open(dataDir)
+  if (!opened.ok) throw new Error(`cannot open features.db in ${dataDir}: ${opened.error.message ?? opened.error}`)
+  const features = opened.value
+  const now = Date.now()
+  try {
+    features.transaction(() => {
+      for (const g of spec.graphs) {
+        const func = (code) => {
+          if (code === null || code === undefined) return null
+          const digest = digestOf(code)
+          features.putFunction(g.account, digest, code, now)
+          return digest
+        }
+        for (const d of g.devices) features.register(d.id, g.account, { name: d.name, features: d.features, acceptProtos: ['mqtt'], profile: {} }, `bench-${d.id}`, now)
+        features.ensureGraph(g.account, g.name, now)
+        features.setJoin(g.account, g.name, func(g.join))
+        for (const l of g.links) features.putLink({ account: g.account, graph: g.name, device: l.device, kind: l.kind, feature: l.feature, func: func(l.func) })
+      }
+    })
+  } finally {
+    features.dispose()
   }
 }
 console.log(JSON.stringify({ verifier, ms: performance.now() - t0 }))

@@ -74,10 +74,12 @@ export function freePort() {
   })
 }
 
-// Returns { child, pid, port, exited, logFile, t0 } where t0 is performance.now()
-// taken just before exec, for the exec-to-CONNACK figure.
-export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durable }) {
+// Returns { child, pid, port, httpPort, exited, logFile, t0 } where t0 is performance.now()
+// taken just before exec, for the exec-to-CONNACK figure. `http` (perch only) turns on
+// perch's HTTP endpoint on a free port (httpPort), for its /metrics.
+export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durable, http }) {
   const port = await freePort()
+  let httpPort
   let cmd
   let args
   if (name === 'mosquitto') {
@@ -93,7 +95,12 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
     // Like Mosquitto's connection_messages false: no log line per connection; and room for
     // the conns scenario's 20,000 clients (the default limit is 10,000).
     const conf = path.join(dir, 'perch.json')
-    writeFileSync(conf, JSON.stringify(perchConf(name)))
+    const cfg = perchConf(name)
+    if (http) {
+      httpPort = await freePort()
+      cfg.http = { port: httpPort }
+    }
+    writeFileSync(conf, JSON.stringify(cfg))
     args = [...perchNodeFlags(), PERCH_BIN, 'start', '--config', conf, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dir]
     // perch: open mode. perch-acl: accounts mode, with the accounts setupAccounts wrote into `dir`.
     if (name === 'perch') args.push('--allow-anonymous')
@@ -110,7 +117,7 @@ export async function startBroker(name, { dir, mosquitto, nofile, nodelay, durab
   const t0 = performance.now()
   const child = spawn(cmd, args, { cwd: ROOT, detached: true, stdio: ['ignore', fd, fd] })
   closeSync(fd)
-  const b = { name, child, pid: child.pid, port, exited: null, logFile, t0 }
+  const b = { name, child, pid: child.pid, port, httpPort, exited: null, logFile, t0 }
   track(child, true)
   child.on('error', (err) => {
     b.exited = `spawn failed: ${err.message}`
@@ -166,6 +173,28 @@ export function setupAccounts(dir, spec, verifier) {
     })
     child.stdin.end(JSON.stringify({ password: ACL_PASSWORD, verifier, ...spec }))
   })
+}
+
+// The rule counters of one account from perch's /metrics (summed over the account's
+// rules, graph rules included): { invocations, errors, dropped }, or null when the
+// endpoint does not answer or lacks them.
+export async function ruleMetrics(b, account) {
+  if (!b.httpPort) return null
+  let text
+  try {
+    const res = await fetch(`http://127.0.0.1:${b.httpPort}/metrics`, { signal: AbortSignal.timeout(5000) })
+    text = await res.text()
+  } catch {
+    return null
+  }
+  const out = {}
+  for (const key of ['invocations', 'errors', 'dropped']) {
+    const re = new RegExp(`^perch_rule_${key}_total\\{account="${account}"\\} (\\S+)$`, 'm')
+    const hit = re.exec(text)
+    if (!hit) return null
+    out[key] = Number(hit[1])
+  }
+  return out
 }
 
 export function logTail(b, n = 400) {

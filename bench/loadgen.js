@@ -141,6 +141,67 @@ async function awaitRule(watcher, name) {
   }
 }
 
+// The topic of the PUBLISH starting at buf[i].
+function topicOf(buf, i) {
+  let j = i + 1
+  while (buf[j] & 0x80) j++
+  j++
+  return buf.toString('utf8', j + 2, j + 2 + ((buf[j] << 8) | buf[j + 1]))
+}
+
+// The graph scenario: a client of the graph's account that asks perch for graph
+// `topic` (`/A/graph/NAME`, op list, answered on `<topic>/result`) and counts the
+// failures of the graph's functions, which perch publishes on `<topic>/error`.
+// ask(ms) resolves with the answer ({ state, runs, links, ... }), or null when
+// none came within ms (the graph service subscribes only once it has rebuilt
+// the stored graphs, a moment after perch starts listening).
+async function graphWatcher(port, clientId, login, topic) {
+  const c = await open(port, clientId, { login, sub: `${topic}/result` })
+  c.sock.on('error', () => {})
+  const errorTopic = `${topic}/error`
+  const w = { errors: 0, lastError: null }
+  let answered = () => {}
+  c.onPacket = (buf, i, len) => {
+    if (buf[i] >> 4 !== m.PUBLISH) return
+    const text = buf.toString('utf8', m.payloadOffset(buf, i), i + len)
+    if (topicOf(buf, i) !== errorTopic) return answered(text)
+    w.errors++
+    w.lastError = text
+  }
+  c.sock.write(m.subscribe(errorTopic, 0, 2))
+  w.ask = (ms) =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => {
+        answered = () => {}
+        resolve(null)
+      }, ms)
+      answered = (text) => {
+        clearTimeout(t)
+        answered = () => {}
+        resolve(JSON.parse(text))
+      }
+      c.sock.write(m.publish(topic, Buffer.from('{"op":"list","id":"bench"}')))
+    })
+  w.close = () => c.sock.destroy()
+  return w
+}
+
+// Resolves once the graph is stored and runs (an input and an output linked, rules
+// enabled); throws with the reason when it does not within 10 s.
+async function awaitGraph(watcher, topic) {
+  const deadline = performance.now() + 10000
+  for (;;) {
+    const a = await watcher.ask(1000)
+    if (a?.state === 'ok' && a.runs) return
+    if (a && a.state !== 'ok') throw new Error(`${topic} answered ${JSON.stringify(a)}: the graph is not stored in features.db`)
+    if (performance.now() > deadline) {
+      if (!a) throw new Error(`no answer on ${topic}/result within 10 s (are graphs enabled in perch?)`)
+      throw new Error(`${topic} lists the graph but it does not run (runs: false; rules disabled, or no input or output linked): ${JSON.stringify(a)}`)
+    }
+    await new Promise((res) => setTimeout(res, 100))
+  }
+}
+
 function onLost(sock, st, who) {
   sock.on('error', () => {})
   sock.on('close', () => {
@@ -159,7 +220,18 @@ async function throughput(job) {
   let nLat = 0
 
   const windowed = !latency && qos === 0
+  // QoS 0 windowed publishers write BATCH packets at a time (job.batch, default 64).
+  const BATCH = job.batch || 64
   const recvBy = new Float64Array(pubs.length)
+  // job.pooled: the outputs do not tell which publisher's input they came from (a
+  // graph joins all inputs into one output topic), so they are credited in the
+  // order the batches were sent: `inFlight` holds the publisher of each batch not yet
+  // answered, oldest first. A credit never lands on a publisher with nothing in
+  // flight, so the window stays pubs x maxAhead, and a publisher whose batch is
+  // answered writes again at once.
+  const inFlight = []
+  let inFlightHead = 0
+  let inFlightUsed = 0
   const drainTick = !latency
   const paused = []
   if (drainTick) {
@@ -186,7 +258,18 @@ async function throughput(job) {
     c.onPacket = (buf, i) => {
       if (buf[i] >> 4 !== m.PUBLISH) return
       st.recv++
-      if (windowed && job.topicIndex) recvBy[m.topicIndex(buf, i)]++
+      if (windowed && job.pooled) {
+        if (inFlightHead < inFlight.length) {
+          recvBy[inFlight[inFlightHead]]++
+          if (++inFlightUsed === BATCH) {
+            inFlightUsed = 0
+            if (++inFlightHead === 4096) {
+              inFlight.splice(0, inFlightHead)
+              inFlightHead = 0
+            }
+          }
+        }
+      } else if (windowed && job.topicIndex) recvBy[m.topicIndex(buf, i)]++
       else if (windowed) {
         const off = m.payloadOffset(buf, i)
         recvBy[(buf[off + 8] << 8) | buf[off + 9]]++
@@ -224,10 +307,14 @@ async function throughput(job) {
   // Rules: the rule must run before the load starts, or the run fails here.
   const rule = job.rule ? await ruleWatcher(port, `${tag}-rules`, login(job.subUsers, 0), job.rule.list, job.rule.name) : null
   if (rule) await awaitRule(rule, job.rule.name)
+  // Graphs: the graph must run before the load starts, or the run fails here.
+  const graph = job.graph ? await graphWatcher(port, `${tag}-graph`, login(job.subUsers, 0), job.graph.topic) : null
+  if (graph) await awaitGraph(graph, job.graph.topic)
   for (const c of pubClients) onLost(c.sock, st, 'publisher')
   const pubSocks = pubClients.map((c) => c.sock)
-  // job.payload (the rules scenario's JSON) replaces the 64 bytes; the
-  // publisher's index then comes back in the topic (job.topicIndex).
+  // job.payload (the rules scenario's JSON, the graph scenario's number) replaces
+  // the 64 bytes; the publisher's index then comes back in the topic
+  // (job.topicIndex), or not at all (job.pooled).
   const payload = job.payload !== undefined ? Buffer.from(job.payload) : Buffer.alloc(PAYLOAD, 0x61)
   const start = performance.now()
 
@@ -272,7 +359,6 @@ async function throughput(job) {
     // lost and reopened, so a dropping broker cannot hang the run; messages
     // that turn up later are taken back off the lost count, so a broker that
     // was only slow (a busy machine) is not pushed past the window for good.
-    const BATCH = 64
     const STALL_MS = 1000
     const fan = job.fanout || 1
     const n = pubs.length
@@ -282,7 +368,7 @@ async function throughput(job) {
     const movedAt = new Float64Array(n).fill(performance.now())
     const batches = pubs.map((t, p) => {
       const one = m.publish(t, payload)
-      if (!job.topicIndex) one.writeUInt16BE(p, m.payloadOffset(one, 0) + 8)
+      if (!job.topicIndex && !job.pooled) one.writeUInt16BE(p, m.payloadOffset(one, 0) + 8)
       return Buffer.concat(new Array(BATCH).fill(one))
     })
     const ahead = (p) => {
@@ -302,6 +388,7 @@ async function throughput(job) {
           sock.write(batches[p])
           sent[p] += BATCH
           st.sent += BATCH
+          if (job.pooled) inFlight.push(p)
         }
         more ||= ahead(p) + BATCH <= job.maxAhead && !sock.writableNeedDrain
       }
@@ -376,6 +463,9 @@ async function throughput(job) {
     const r = await rule.ask()
     throw new Error(`the subscriber received nothing from rule ${job.rule.name} during the ${warmupMs} ms warm-up, though scripts/list says it runs (counters ${JSON.stringify(r?.counters)}, last error ${r?.lastError ?? 'none'})`)
   }
+  if (graph && st.recv === 0) {
+    throw new Error(`the subscriber received nothing from graph ${job.graph.topic} during the ${warmupMs} ms warm-up, though it says it runs (${graph.errors} failure(s) published on ${job.graph.topic}/error${graph.lastError ? `, the last: ${graph.lastError}` : ''})`)
+  }
   const r0 = st.recv
   const s0 = st.sent
   const l0 = st.lostNow()
@@ -401,6 +491,11 @@ async function throughput(job) {
     // Counters since the rule started (warm-up included): dropped and errors should be 0.
     result.rule = (await rule.ask())?.counters
     rule.close()
+  }
+  if (graph) {
+    // Inputs published over the whole run (warm-up included) and the graph's failures.
+    result.graph = { sent: st.sent, errors: graph.errors, lastError: graph.lastError }
+    graph.close()
   }
   for (const c of [...subClients, ...pubClients]) c.sock.destroy()
   process.send(result, () => process.exit(0))

@@ -9,11 +9,11 @@ import * as br from './brokers.js'
 import { machine, median, prependSection } from './report.js'
 
 const USAGE = `usage: node bench/run.js [SCENARIO ...] [--reps N] [--brokers perch,perch-acl,mosquitto,aedes] [--out FILE]
-scenarios: fanin fanout pairs pairs-qos1 latency conns idle rules (default: all)
+scenarios: fanin fanout pairs pairs-qos1 latency conns idle rules graph (default: all)
 --reps N      repetitions per broker, interleaved (default 3, at least 1)
 --brokers     comma-separated subset (default perch,perch-acl,mosquitto,aedes);
               perch runs in open mode, perch-acl in accounts mode with ACLs;
-              rules runs on perch-acl only (the others have no rules)
+              rules and graph run on perch-acl only (the others have neither)
 --out FILE    also prepend the report to FILE (e.g. bench/RESULTS.md), keeping history`
 
 const WARMUP_MS = 1000
@@ -69,6 +69,35 @@ const RULE = {
 // a window the load generator reopens after a 1 s stall (a starved broker) still fits
 // (8 x 1024 did not: a busy machine's stalls cost ~4,000 dropped inputs).
 const RULE_AHEAD = 512
+
+// The graph scenario's graph (the IoTtalk device model): account A's graph `temps`
+// links the input feature Temperature of 8 registered thermometers, each through
+// the IDF function, to a join over all 8 and on to the output feature Sum of a
+// display device. The link order is the order of the join's arguments.
+const devId = (n) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`
+const GRAPH_IN = range(8, (i) => ({ id: devId(i + 1), name: `thermo${i}`, features: [{ kind: 'idf', name: 'Temperature', types: ['C'] }] }))
+const GRAPH_OUT = { id: devId(100), name: 'display', features: [{ kind: 'odf', name: 'Sum', types: ['C'] }] }
+const GRAPH = {
+  account: 'A',
+  name: 'temps',
+  devices: [...GRAPH_IN, GRAPH_OUT],
+  join: 'function run(...xs) { return xs.reduce((a, b) => a + b, 0) }',
+  links: [
+    ...GRAPH_IN.map((d) => ({ device: d.id, kind: 'idf', feature: 'Temperature', func: 'function run(x) { return Math.trunc(Number(x)) }' })),
+    { device: GRAPH_OUT.id, kind: 'odf', feature: 'Sum', func: null },
+  ],
+}
+const featureTopic = (d, kind, name) => `/${GRAPH.account}/devices/${d.id}/${kind}/${name}`
+// The graph's rule has perch's default inbox (1,000 inputs, drop-oldest) and takes
+// batches of 10; the outputs do not tell which publisher they answer, so they are
+// credited in send order (loadgen job.pooled). 8 x 96 = 768 in flight at most: a
+// window the load generator reopens after a 1 s stall adds at most 96, so two still
+// fit in the inbox. The publishers write 32 packets at a time, so each writes again
+// once a third of its window is answered (with 64 ahead in writes of 64, a publisher
+// waited for its whole batch, and short runs on a busy machine delivered about a
+// fifth less).
+const GRAPH_AHEAD = 96
+const GRAPH_BATCH = 32
 
 const SCENARIOS = {
   fanin: {
@@ -159,6 +188,35 @@ const SCENARIOS = {
     metrics: [
       rate('recvPerSec', 'rule outputs/s (publish -> rule -> publish)'),
       ['cpuPerK', 'broker CPU-s per 1000 rule inputs', 'lower', (v) => v.toPrecision(3)],
+    ],
+  },
+  graph: {
+    shape: `8 publishers -> device graph -> 1 subscriber, QoS 0: the publishers send 21.5 to the input feature Temperature of 8 registered devices (/A/devices/<id>/idf/Temperature); graph ${GRAPH.name} of account A links each through the IDF function \`${GRAPH.links[0].func}\` to the join \`${GRAPH.join}\`, which perch calls with the latest value of every input once each has one, so each input gives one output, 168 (8 x 21), published to the output feature Sum of a display device (/A/devices/<id>/odf/Sum), which the subscriber reads`,
+    how: `the outputs do not name the input they answer, so the subscriber's receipts are credited to the publishers in the order their writes were sent (the join's first inputs, before every input has a value, give no output: the window stays at most 7 short); each publisher writes ${GRAPH_BATCH} packets at a time and stays at most ${GRAPH_AHEAD} messages ahead, 8 x ${GRAPH_AHEAD} = ${8 * GRAPH_AHEAD} in all, under the graph rule's inbox of 1,000 (perch's default, drop-oldest; batches of 10) with room for two windows reopened after a stall, so none is dropped (the rule counters of account A, read from perch's /metrics after the window, are in the notes); before the load the run asks /A/graph/${GRAPH.name} (op list) until it answers runs: true (10 s at most), and fails if it does not or if the subscriber receives nothing in the warm-up`,
+    only: 'perch-acl',
+    skip: 'the graph scenario runs on perch accounts only: Mosquitto and Aedes have no device graphs, and a graph belongs to an account',
+    job: {
+      subs: [featureTopic(GRAPH_OUT, 'odf', 'Sum')],
+      pubs: GRAPH_IN.map((d) => featureTopic(d, 'idf', 'Temperature')),
+      qos: 0,
+      maxAhead: GRAPH_AHEAD,
+      batch: GRAPH_BATCH,
+      payload: '21.5',
+      pooled: true,
+      graph: { topic: `/${GRAPH.account}/graph/${GRAPH.name}` },
+    },
+    // perch's HTTP endpoint, for the rule counters on /metrics.
+    http: true,
+    acl: {
+      shape: `every client logs in as account A (one account, no grants); the 9 devices, the 2 functions and graph ${GRAPH.name} (8 input links, the join, 1 output link) are stored in TMPDIR/features.db by bench/acl-setup.js with perch's own FeatureStore before perch starts, and perch rebuilds the graph at start (one rule, graph.${GRAPH.name}, in account A's sandbox); perch.json also has \`"http":{"port":PORT}\` for /metrics; instead of a refused filter, the run checks that the graph runs`,
+      job: { subUsers: ['A'], pubUsers: range(8, () => 'A') },
+      accounts: ['A'],
+      grants: [],
+      graphs: [GRAPH],
+    },
+    metrics: [
+      rate('recvPerSec', 'graph outputs/s (publish -> IDF -> join -> publish)'),
+      ['cpuPerK', 'broker CPU-s per 1000 graph inputs', 'lower', (v) => v.toPrecision(3)],
     ],
   },
 }
@@ -258,13 +316,21 @@ async function runThroughput(b, sc) {
     const values = { recvPerSec: r.recvPerSec }
     if (sc.job.latency) Object.assign(values, { p50: r.p50, p99: r.p99, p999: r.p999 })
     // One input per output: broker CPU-seconds per second / outputs per second.
-    if (sc.job.rule) values.cpuPerK = (brokerCpu * 1000) / r.recvPerSec
+    if (sc.job.rule || sc.job.graph) values.cpuPerK = (brokerCpu * 1000) / r.recvPerSec
     // A slow (descheduled) broker stalls windows too: late messages still count.
     const notes = []
     if (r.stalls) notes.push(`${r.stalls} window stall(s) of 1 s, ${r.lost} messages still missing at the end`)
     if (sc.job.rule) {
       const c = r.rule
       notes.push(c ? `rule counters over the whole run: ${c.inputs} inputs in ${c.invocations} sandbox calls (${(c.inputs / c.invocations).toFixed(1)} per call), ${c.dropped} dropped, ${c.errors} errors, ${c.publishesDenied} publishes denied` : 'no rule counters at the end')
+    }
+    if (sc.job.graph) {
+      const c = await br.ruleMetrics(b, GRAPH.account)
+      const g = r.graph
+      const sent = g ? `${g.sent} inputs published over the whole run` : 'no graph figures at the end'
+      const counters = c ? `rule counters of account A on /metrics: ${c.invocations} sandbox calls (about ${g ? (g.sent / c.invocations).toFixed(1) : '?'} inputs per call), ${c.dropped} dropped, ${c.errors} errors` : 'no rule counters on /metrics'
+      const errors = g ? `${g.errors} failure(s) on ${sc.job.graph.topic}/error${g.lastError ? ` (the last: ${g.lastError.slice(0, 200)})` : ''}` : ''
+      notes.push([sent, counters, errors].filter(Boolean).join(', '))
     }
     const note = notes.length ? notes.join('; ') : null
     return { values, cpu: r.cpu, brokerCpu, otherCpu, note }
@@ -311,7 +377,7 @@ async function runOne(name, scName, ctx) {
   const nofile = scName === 'conns' ? ctx.fdLimit : 0
   if (name === 'perch-acl') {
     try {
-      const r = await br.setupAccounts(dir, { accounts: sc.acl.accounts, grants: sc.acl.grants, rules: sc.acl.rules }, ctx.verifier)
+      const r = await br.setupAccounts(dir, { accounts: sc.acl.accounts, grants: sc.acl.grants, rules: sc.acl.rules, graphs: sc.acl.graphs }, ctx.verifier)
       ctx.verifier = r.verifier
     } catch (err) {
       rmSync(dir, { recursive: true, force: true })
@@ -319,7 +385,7 @@ async function runOne(name, scName, ctx) {
       throw err
     }
   }
-  const b = await br.startBroker(name, { dir, mosquitto: ctx.mosquitto, nofile, nodelay: !!sc.nodelay, durable: !!sc.durable })
+  const b = await br.startBroker(name, { dir, mosquitto: ctx.mosquitto, nofile, nodelay: !!sc.nodelay, durable: !!sc.durable, http: !!sc.http && isPerch(name) })
   const after = []
   try {
     let connackAt
@@ -337,8 +403,8 @@ async function runOne(name, scName, ctx) {
     return r
   } catch (err) {
     if (b.exited && !err.startup) err.message += ` (${name} ${b.exited}: ${br.logTail(b)})`
-    // Why a rule did not load (rule.not-loaded, rule.invalid) is in perch's log.
-    else if (sc.job?.rule && br.logTail(b)) err.message += ` (${name} log: ${br.logTail(b)})`
+    // Why a rule or graph did not load (rule.not-loaded, rule.invalid, graph.not-loaded) is in perch's log.
+    else if ((sc.job?.rule || sc.job?.graph) && br.logTail(b)) err.message += ` (${name} log: ${br.logTail(b)})`
     throw err
   } finally {
     await br.stopBroker(b)
@@ -418,7 +484,7 @@ function report(opts, ctx, results) {
     `- command: \`${ctx.command}\``,
     `- machine: ${machine()}`,
     `- versions: Node ${process.version}; ${ctx.mosquitto ? ctx.mosquitto.version : 'mosquitto not used'}; aedes ${ctx.aedesVersion}; perch: ${!bs.some(isPerch) ? 'not run' : `package ${ctx.perchVersion}${bs.filter((b) => isPerch(b) && ctx.down[b]).map((b) => `, ${LABEL[b]} not available (${ctx.down[b]})`).join('')}`}`,
-    `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads${opts.scenarios.includes('rules') ? ' (rules: the JSON in its description)' : ''}`,
+    `- method: ${opts.reps} rep(s), brokers interleaved, medians; a fresh broker per run; throughput counted at the subscribers over ${WINDOW_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; 64-byte payloads${opts.scenarios.includes('rules') ? ' (rules: the JSON in its description)' : ''}${opts.scenarios.includes('graph') ? ' (graph: the number in its description)' : ''}`,
     `- scenarios: ${scList}`,
     '',
     ...lines,
@@ -444,6 +510,11 @@ function report(opts, ctx, results) {
       : ''
     out.push(
       `- rules: perch accounts only, so no Mosquitto or Aedes figure and no ratio in this row (they have no rules). Rule outputs/s = rule invocations per second end to end (one input, one output each); issue 5's first-step target is at least 50,000. Broker CPU-s per 1000 rule inputs = the broker process's CPU (all threads: the event loop and the sandbox worker) over the window / outputs per second x 1000, so it includes receiving each input and delivering each output over MQTT, not only the sandbox.${micro} perch runs with the node options of its launcher's #! line (\`${br.perchNodeFlags().join(' ') || 'none'}\`).`,
+    )
+  }
+  if (opts.scenarios.includes('graph')) {
+    out.push(
+      `- graph: perch accounts only, so no Mosquitto or Aedes figure and no ratio in this row (they have no device graphs). Graph outputs/s = outputs the subscriber receives per second end to end, one per input: each input goes through its IDF function and the join (a graph is one rule, graph.NAME, in its account's sandbox, its functions in one module). Broker CPU-s per 1000 graph inputs = the broker process's CPU (all threads) over the window / outputs per second x 1000, as for rules; set against the rules row, it is the cost of the graph's generated module (JSON decoding, the functions, the join over the 8 latest values) and of its batches of 10 where the rule takes 100.`,
     )
   }
   if (opts.scenarios.includes('conns')) {
