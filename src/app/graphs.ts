@@ -12,9 +12,6 @@ import type { RuleEngine } from '../scripting/engine/engine.js'
 import { parseManifest } from '../scripting/engine/manifest.js'
 import type { RulesService } from '../scripting/engine/rules-service.js'
 
-/** Batches of inputs per sandbox call for a graph; each input may publish once per output. */
-const GRAPH_BATCH = 10
-
 export async function startGraphs(broker: Broker, dataDir: string, rules: RulesService | undefined, clock: Clock, logger: Logger): Promise<DeviceGraphService> {
   const opened = FeatureStore.open(dataDir)
   if (!opened.ok) throw new ConfigError(`graphs: ${opened.error.message}`)
@@ -51,7 +48,7 @@ function engineSandbox(engine: RuleEngine): GraphSandbox {
     check: (account, name, source) => engine.check(account, name, source),
     async install(account, graph, source, topics, errorTopic, outputs) {
       const rule = `${GRAPH_RULE_PREFIX}${graph}`
-      const manifest = parseManifest({ triggers: { topics: [...topics] }, batch: GRAPH_BATCH, limits: { maxPublishes: Math.min(10_000, Math.max(100, outputs)) } }, rule, account)
+      const manifest = parseManifest({ triggers: { topics: [...topics] }, limits: { maxPublishes: Math.min(10_000, Math.max(100, outputs)) } }, rule, account)
       if (!manifest.ok) return { ok: false, error: manifest.error }
       return engine.install({ account, name: rule, source, manifest: manifest.value, version: ++version, origin: 'graph', errorTopic })
     },

@@ -71,35 +71,32 @@ function wrap(id, fn) {
   };
 }
 ${defs.join('\n')}
-const INPUTS = ${JSON.stringify(plan.inputs)};
-const OUTPUTS = ${JSON.stringify(plan.outputs)};
-const JOIN = ${JSON.stringify(plan.join)};
+const INPUTS = ${JSON.stringify(plan.inputs)}.map((e) => ({ topic: e.topic, fn: e.func === null ? null : F[e.func] }));
+const OUTPUTS = ${JSON.stringify(plan.outputs)}.map((e) => ({ topic: e.topic, fn: e.func === null ? null : F[e.func] }));
+const JOIN = ${plan.join === null ? 'null' : `F[${JSON.stringify(plan.join)}]`};
+const INDEX = new Map(INPUTS.map((e, i) => [e.topic, i]));
 const latest = new Array(INPUTS.length);
 const seen = new Array(INPUTS.length).fill(false);
+let missing = INPUTS.length;
 function decode(p) { try { return JSON.parse(p) } catch { return p } }
 export function onMessage(msg) {
-  let published = 0;
-  INPUTS.forEach((input, i) => {
-    if (input.topic !== msg.topic) return;
-    let v = decode(msg.payload);
-    if (input.func !== null) v = F[input.func](v);
-    if (v === undefined) return;
-    latest[i] = v;
-    seen[i] = true;
-    let joined = v;
-    if (JOIN !== null) {
-      if (!seen.every(Boolean)) return;
-      joined = F[JOIN](...latest);
-      if (joined === undefined) return;
-    }
-    for (const out of OUTPUTS) {
-      const y = out.func === null ? joined : F[out.func](joined);
-      if (y === undefined) continue;
-      publish(out.topic, JSON.stringify(y));
-      published++;
-    }
-  });
-  return { published };
+  const i = INDEX.get(msg.topic);
+  if (i === undefined) return;
+  const fn = INPUTS[i].fn;
+  const v = fn === null ? decode(msg.payload) : fn(decode(msg.payload));
+  if (v === undefined) return;
+  latest[i] = v;
+  if (!seen[i]) { seen[i] = true; missing--; }
+  let joined = v;
+  if (JOIN !== null) {
+    if (missing > 0) return;
+    joined = JOIN.apply(undefined, latest);
+    if (joined === undefined) return;
+  }
+  for (const out of OUTPUTS) {
+    const y = out.fn === null ? joined : out.fn(joined);
+    if (y !== undefined) publish(out.topic, JSON.stringify(y));
+  }
 }
 `
 }
