@@ -1,6 +1,6 @@
 import type { Logger } from '../core/logger.js'
 import { checkSource, DIGEST, digestOf, type GraphPlan, graphSource, planGraph, runnable } from './compile.js'
-import { deviceId, deviceTopics, type FeatureKind } from './model.js'
+import { deviceId, deviceTopics, type FeatureKind, LIMITS } from './model.js'
 import { type Signaller, usedEndpoints } from './signals.js'
 import type { FeatureStore, FunctionRecord, LinkRecord } from './store.js'
 
@@ -51,6 +51,9 @@ export class GraphApi {
   async handle(account: string, graph: string, body: Answer): Promise<Answer> {
     switch (body.op) {
       case 'attach':
+        if (this.#d.store.graph(account, graph) === undefined && this.#d.store.graphs(account).length >= LIMITS.graphs) {
+          return fail(`account ${account} has ${LIMITS.graphs} graphs, the most perch keeps for one account`)
+        }
         this.#d.store.ensureGraph(account, graph, this.#d.now())
         return { state: 'ok' }
       case 'add_funcs':
@@ -121,6 +124,8 @@ export class GraphApi {
       if (actual !== digest) return fail(`digests[${i}] does not match its code: the SHA-256 of codes[${i}] is ${actual}`, { index: i })
       checked.push({ code, digest })
     }
+    const fresh = new Set(checked.map((f) => f.digest).filter((d) => this.#d.store.func(account, d) === undefined))
+    if (this.#d.store.countFunctions(account) + fresh.size > LIMITS.functions) return fail(`account ${account} may keep at most ${LIMITS.functions} functions`)
     const sandbox = this.#d.sandbox
     if (sandbox === undefined) return fail('functions cannot run: rules are disabled on this gateway (rules.enabled)')
     for (const [i, f] of checked.entries()) {
@@ -159,6 +164,8 @@ export class GraphApi {
         func = body.func
       }
       const existing = links.find(same)
+      if (existing === undefined && links.filter((l) => l.kind === kind).length >= LIMITS.links) return fail(`graph "${graph}" has ${LIMITS.links} ${kind === 'idf' ? 'inputs' : 'outputs'}, the most one graph takes`)
+      if (g === undefined && store.graphs(account).length >= LIMITS.graphs) return fail(`account ${account} has ${LIMITS.graphs} graphs, the most perch keeps for one account`)
       const link: LinkRecord = { account, graph, device: id, kind, feature, func, seq: existing?.seq ?? Number.MAX_SAFE_INTEGER }
       links = existing === undefined ? [...links, link] : links.map((l) => (same(l) ? link : l))
     } else {

@@ -32,6 +32,15 @@ export interface DeviceRecord extends Registration {
   readonly presenceAt: number | undefined
 }
 
+/** What one account may keep: a bound on what a tenant can make perch store and run. */
+export const LIMITS = {
+  devices: 1000,
+  functions: 1000,
+  graphs: 100,
+  /** Inputs or outputs of one graph (a rule takes at most 32 trigger topics). */
+  links: 32,
+} as const
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const FEATURE_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/
 const MAX_FEATURES = 64

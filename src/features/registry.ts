@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../core/logger.js'
 import { err, ok, type Result } from '../core/result.js'
-import { type DeviceRecord, deviceId, deviceTopics, parseRegistration, registrationAnswer } from './model.js'
+import { type DeviceRecord, deviceId, deviceTopics, LIMITS, parseRegistration, registrationAnswer } from './model.js'
 import type { Signaller } from './signals.js'
 import type { FeatureStore, LinkRecord } from './store.js'
 
@@ -54,6 +54,7 @@ export class DeviceRegistry {
     const { store } = this.#d
     const previous = store.device(id)
     if (previous !== undefined && previous.account !== account) return requestError(409, `device ${id} is registered to another account`)
+    if (previous === undefined && store.countDevices(account) >= LIMITS.devices) return requestError(409, `account ${account} has ${LIMITS.devices} devices, the most perch keeps for one account: remove one first`)
     const features = new Set(parsed.value.features.map((f) => `${f.kind}\0${f.name}`))
     const rev = randomUUID()
     const dropped = store.transaction(() => {

@@ -154,6 +154,14 @@ export class FeatureStore implements Disposable {
     return (account === undefined ? this.#s.devices.all() : this.#s.devicesOf.all(account)).map((r) => this.#toDevice(r))
   }
 
+  countDevices(account: string): number {
+    return this.#s.countDevices.get(account)?.n ?? 0
+  }
+
+  countFunctions(account: string): number {
+    return this.#s.countFunctions.get(account)?.n ?? 0
+  }
+
   /** Adds or replaces a device (and its features); the presence it had stays. */
   register(id: string, account: string, r: Registration, rev: string, now: number): void {
     this.#s.putDevice.run(id, account, r.name, JSON.stringify(r.acceptProtos), JSON.stringify(r.profile), rev, now)
@@ -282,6 +290,8 @@ function prepare(db: Database) {
     device: db.prepare<RawDevice>('SELECT * FROM devices WHERE id = ?'),
     devices: db.prepare<RawDevice>('SELECT * FROM devices ORDER BY account, name, id'),
     devicesOf: db.prepare<RawDevice>('SELECT * FROM devices WHERE account = ? ORDER BY name, id'),
+    countDevices: db.prepare<{ n: number }>('SELECT count(*) AS n FROM devices WHERE account = ?'),
+    countFunctions: db.prepare<{ n: number }>('SELECT count(*) AS n FROM functions WHERE account = ?'),
     features: db.prepare<{ kind: string; name: string; types: string }>('SELECT kind, name, types FROM features WHERE device = ? ORDER BY kind, seq'),
     putDevice: db.prepare(
       `INSERT INTO devices (id, account, name, accept_protos, profile, rev, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)

@@ -3,8 +3,9 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { digestOf } from '../../src/features/compile.js'
+import { LIMITS } from '../../src/features/model.js'
 import { collect, connectClient, until } from '../helpers/clients.js'
-import { DeviceApp } from '../helpers/device-app.js'
+import { DeviceApp, devicesRequest } from '../helpers/device-app.js'
 import { graphBroker, IDF_FUNC, JOIN_FUNC, request } from '../helpers/graphs.js'
 
 t.setTimeout(90_000)
@@ -114,4 +115,32 @@ t.test('a link to a feature of another account needs a grant', async (t) => {
   const reverse = await connectClient(t, b.url, { username: 'B', password: 'pw-B', protocolVersion: 5 })
   const out = await request(reverse, '/B/graph/x', { op: 'add_link', da_id: mine, odf: 'level', func: null })
   t.match(out, { state: 'error', error: /no right to publish there/ }, "B may not write to A's output feature without a grant")
+})
+
+t.test("what an account may keep is bounded: a graph's 33rd input, an account's 1001st device", async (t) => {
+  const { b, httpPort, admin } = await graphBroker(t)
+  const store = b.app.graphs?.store
+  if (store === undefined) throw new Error('graphs are not running')
+  const ids = Array.from({ length: LIMITS.links + 1 }, () => randomUUID())
+  store.transaction(() => {
+    for (const id of ids) store.register(id, 'A', { name: 'probe', features: [{ kind: 'idf', name: 'v', types: [] }], acceptProtos: ['mqtt'], profile: {} }, 'rev', 0)
+  })
+  for (const id of ids.slice(0, LIMITS.links)) t.equal((await request(admin, '/A/graph/wide', { op: 'add_link', da_id: id, idf: 'v', func: null })).state, 'ok')
+  const refused = await request(admin, '/A/graph/wide', { op: 'add_link', da_id: ids[LIMITS.links], idf: 'v', func: null })
+  t.match(refused, { state: 'error', error: `graph "wide" has ${LIMITS.links} inputs, the most one graph takes` }, 'the 33rd input is refused')
+  t.equal(store.links('A', 'wide').length, LIMITS.links, 'and not stored')
+
+  store.transaction(() => {
+    for (let i = store.countDevices('A'); i < LIMITS.devices; i++) {
+      store.register(randomUUID(), 'A', { name: 'filler', features: [{ kind: 'odf', name: 'v', types: [] }], acceptProtos: ['mqtt'], profile: {} }, 'rev', 0)
+    }
+  })
+  const one = randomUUID()
+  const r = await devicesRequest(httpPort, 'PUT', `/devices/${one}`, { user: 'A', password: 'pw-A', body: { name: 'one too many', idf_list: ['v'] } })
+  t.equal(r.status, 409, 'a device beyond the limit is refused')
+  t.match(r.body.error, /account A has 1000 devices, the most perch keeps for one account/)
+  t.equal(store.device(one), undefined, 'and not stored')
+  const existing = ids[0] ?? ''
+  const again = await devicesRequest(httpPort, 'PUT', `/devices/${existing}`, { user: 'A', password: 'pw-A', body: { name: 'probe', idf_list: ['v'] } })
+  t.equal(again.status, 200, 'an existing device may still register again')
 })
