@@ -86,3 +86,30 @@ t.test('two graphs of one account share a feature: DISCONNECT only when the last
   const graphs = (await request(admin, '/A/graphs/list', {})).graphs as { graph: string }[]
   t.same(graphs.map((g) => g.graph), ['first', 'second'], '/A/graphs/list lists both graphs')
 })
+
+t.test('a payload that is not JSON reaches the functions as a string; a function returning undefined stops the value', async (t) => {
+  const { b, httpPort, admin } = await graphBroker(t)
+  const where = { url: b.url, httpPort }
+  const login = { username: 'A', password: 'pw-A' }
+  const srcId = randomUUID()
+  // Its own readings are all -1: the function stops every one of them.
+  await DeviceApp.start(t, where, login, srcId, { name: 'Quiet source', idf_list: ['v'] }, () => -1)
+  const sink = await DeviceApp.start(t, where, login, randomUUID(), { name: 'Sink', odf_list: ['v'] })
+  const describe = 'function run(x) { return typeof x === "number" && x < 0 ? undefined : [typeof x, x] }\n'
+  t.match(await request(admin, '/A/graph/t', { op: 'add_funcs', codes: [describe], digests: [digestOf(describe)] }), { state: 'ok' })
+  t.match(await request(admin, '/A/graph/t', { op: 'add_link', da_id: srcId, idf: 'v', func: digestOf(describe) }), { state: 'ok' })
+  t.match(await request(admin, '/A/graph/t', { op: 'add_link', da_id: sink.id, odf: 'v', func: null }), { state: 'ok' })
+  await sink.waitFor('CONNECT', (a) => a.signals.some((s) => s.command === 'CONNECT'))
+  const input = `/A/devices/${srcId}/idf/v`
+  for (const payload of ['hello', '-1', '{"t": 21}', '7']) await admin.publishAsync(input, payload, { qos: 1 })
+  await sink.waitFor('three outputs', (a) => a.received.length >= 3)
+  t.same(
+    sink.received.map(([, p]) => JSON.parse(p)),
+    [
+      ['string', 'hello'],
+      ['object', { t: 21 }],
+      ['number', 7],
+    ],
+    'not JSON: a string; JSON: its value; -1 was stopped by the function returning undefined',
+  )
+})
