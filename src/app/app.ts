@@ -200,12 +200,13 @@ export class App {
     } catch (e) {
       await abort(e)
     }
+    // Like sensors, device graphs are not worth failing the gateway for: a damaged features.db
+    // is logged, and the broker and rules run without them.
     let graphs: DeviceGraphService | undefined
     try {
       graphs = config.graphs.enabled ? await (await import('./graphs.js')).startGraphs(broker, config.dataDir, rules, clock, logger) : undefined
     } catch (e) {
-      await rules?.dispose()
-      await abort(e)
+      logger.error('graphs.start-failed', { error: describeError(e), hint: 'registered devices and graphs are off until this is fixed and perch restarts' })
     }
     let sync: SyncService | undefined
     try {

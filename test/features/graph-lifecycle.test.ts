@@ -4,6 +4,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { digestOf } from '../../src/features/compile.js'
+import { startAccountsBroker } from '../helpers/accounts.js'
+import { collect, connectClient, until } from '../helpers/clients.js'
 import { DeviceApp, devicesRequest } from '../helpers/device-app.js'
 import { graphBroker, request } from '../helpers/graphs.js'
 
@@ -112,4 +114,26 @@ t.test('a payload that is not JSON reaches the functions as a string; a function
     ],
     'not JSON: a string; JSON: its value; -1 was stopped by the function returning undefined',
   )
+})
+
+t.test('a damaged features.db: perch starts without graphs, says why, and serves', async (t) => {
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const dataDir = mkdtempSync(join(tmpdir(), 'perch-graphs-damaged-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
+  writeFileSync(join(dataDir, 'features.db'), Buffer.alloc(8192, 7))
+  const b = await startAccountsBroker(t, { rules: { enabled: true }, graphs: { enabled: true }, http: { port: 0, host: '127.0.0.1' } }, { dataDir })
+  t.equal(b.app.graphs, undefined, 'no graphs')
+  const failed = b.logs.find((l) => l.event === 'graphs.start-failed')
+  t.match(String(failed?.error), /features\.db/, `the log names the file: ${String(failed?.error)}`)
+  await b.addAccount('A', 'pw-A')
+  const r = await devicesRequest(b.app.metrics?.port ?? 0, 'PUT', `/devices/${randomUUID()}`, { user: 'A', password: 'pw-A', body: { name: 'x', idf_list: ['v'] } })
+  t.equal(r.status, 404, '/devices is not served')
+  const client = await connectClient(t, b.url, { username: 'A', password: 'pw-A', protocolVersion: 5 })
+  const got = collect(client)
+  await client.subscribeAsync('/A/x', { qos: 1 })
+  await client.publishAsync('/A/x', 'still here', { qos: 1 })
+  await until(() => got.length === 1, 5000, 'a message')
+  t.pass('the broker serves')
 })
