@@ -31,6 +31,7 @@ export class DeviceGraphService {
   readonly #broker: Broker
   readonly #logger: Logger
   readonly #subscriptions: Disposable[] = []
+  readonly #signals: Signaller
   #queue: Promise<void> = Promise.resolve()
   #closed = false
 
@@ -40,7 +41,8 @@ export class DeviceGraphService {
     this.#logger = logger
     this.#local = broker.openLocal(systemClient('devices'))
     const now = (): number => clock.now()
-    const signals = new Signaller(store, (topic, body) => this.#local.publish(topic, JSON.stringify(body), { qos: 2 }), now, logger)
+    const signals = new Signaller(store, (topic, body) => this.#local.publish(topic, JSON.stringify(body), { qos: 2 }), clock, logger)
+    this.#signals = signals
     this.graphs = new GraphApi({ store, sandbox, signals, rights: (account, kind, topic) => this.#rights(account, kind, topic), now, logger })
     this.registry = new DeviceRegistry({
       store,
@@ -77,6 +79,7 @@ export class DeviceGraphService {
     this.#closed = true
     for (const s of this.#subscriptions.splice(0)) s.dispose()
     await this.#queue
+    this.#signals.dispose()
     this.#local.dispose()
     this.store.dispose()
   }
