@@ -203,9 +203,11 @@ export class App {
     // Like sensors, device graphs are not worth failing the gateway for: a damaged features.db
     // is logged, and the broker and rules run without them.
     let graphs: DeviceGraphService | undefined
+    let graphsOff = config.graphs.enabled ? undefined : 'registered devices and graphs are off on this gateway (graphs.enabled is false)'
     try {
       graphs = config.graphs.enabled ? await (await import('./graphs.js')).startGraphs(broker, config.dataDir, rules, clock, logger) : undefined
     } catch (e) {
+      graphsOff = `registered devices and graphs did not start: ${describeError(e)}`
       logger.error('graphs.start-failed', { error: describeError(e), hint: 'registered devices and graphs are off until this is fixed and perch restarts' })
     }
     let sync: SyncService | undefined
@@ -228,8 +230,9 @@ export class App {
     let metrics: MetricsServer | undefined
     if (config.http !== undefined) {
       try {
-        const api = graphs === undefined ? undefined : (await import('./graphs.js')).devicesHttp(graphs, broker)
-        const routes = api === undefined ? undefined : api.handle.bind(api)
+        const { devicesHttp, devicesUnavailable } = await import('./graphs.js')
+        const api = graphs === undefined ? undefined : devicesHttp(graphs, broker)
+        const routes = api === undefined ? devicesUnavailable(graphsOff ?? 'registered devices and graphs are not running') : api.handle.bind(api)
         const sources = { broker, sync, bridges, rules, graphs, routes, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
         const { MetricsServer } = await import('./metrics.js')
         metrics = await MetricsServer.start(config.http, sources, logger)

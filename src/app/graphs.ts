@@ -6,6 +6,9 @@ import type { Clock } from '../core/clock.js'
 import { ConfigError } from '../core/errors.js'
 import type { Logger } from '../core/logger.js'
 import { DeviceGraphService, DevicesHttp, FeatureStore, type GraphSandbox } from '../features/index.js'
+
+export { devicesUnavailable } from '../features/index.js'
+
 import type { Broker } from '../mqtt/broker/broker.js'
 import { GRAPH_RULE_PREFIX } from '../scripting/engine/control.js'
 import type { RuleEngine } from '../scripting/engine/engine.js'

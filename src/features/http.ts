@@ -102,6 +102,16 @@ export class DevicesHttp {
   }
 }
 
+/** The /devices paths when graphs are not running: 503 with the reason, so a device app is told why. */
+export function devicesUnavailable(reason: string): (req: IncomingMessage, res: ServerResponse, path: string) => Promise<boolean> {
+  return async (_req, res, path) => {
+    if (path !== PREFIX && !path.startsWith(`${PREFIX}/`)) return false
+    res.writeHead(503, { 'content-type': 'application/json', 'cache-control': 'no-store' })
+    res.end(`${JSON.stringify({ state: 'error', error: reason })}\n`)
+    return true
+  }
+}
+
 function error(status: number, message: string): Reply {
   return { status, body: { state: 'error', error: message } }
 }

@@ -1,6 +1,6 @@
 export { DIGEST, digestOf, GRAPH_NAME } from './compile.js'
 export type { GraphSandbox, SandboxAnswer } from './graph-api.js'
-export { DevicesHttp, type HttpAuthenticate, type HttpCredentials } from './http.js'
+export { DevicesHttp, devicesUnavailable, type HttpAuthenticate, type HttpCredentials } from './http.js'
 export { type DeviceRecord, describeDevice, deviceId, deviceTopics, type FeatureKind, type FeatureSpec, type Presence } from './model.js'
 export { DeviceGraphService } from './service.js'
 export { FEATURES_FILE, FeatureStore, type FunctionRecord, type GraphRecord, type LinkRecord, type SignalRecord } from './store.js'
