@@ -148,14 +148,22 @@ export class RowDecoder {
     if (typeof o.responseTopic === 'string') p.responseTopic = o.responseTopic
     if (typeof o.correlationData === 'string') p.correlationData = Buffer.from(o.correlationData, 'base64')
     const up = o.userProperties
-    if (typeof up === 'object' && up !== null && !Array.isArray(up)) {
-      const props: [string, string | string[]][] = []
+    if (Array.isArray(up)) {
+      const list: (readonly [string, string])[] = []
+      for (const pair of up as unknown[]) {
+        if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || typeof pair[1] !== 'string') throw this.#bad(where, 'a user property')
+        list.push([pair[0], pair[1]])
+      }
+      p.userProperties = list
+    } else if (typeof up === 'object' && up !== null) {
+      // Rows written before user properties were kept in order: {name: value | values}.
+      const list: (readonly [string, string])[] = []
       for (const [k, v] of Object.entries(up)) {
-        if (typeof v === 'string' || (Array.isArray(v) && v.every((x) => typeof x === 'string'))) props.push([k, v])
+        if (typeof v === 'string') list.push([k, v])
+        else if (Array.isArray(v) && v.every((x) => typeof x === 'string')) for (const one of v) list.push([k, one])
         else throw this.#bad(where, `user property "${k}"`)
       }
-      // fromEntries defines own properties, so even a "__proto__" key stays a plain key.
-      p.userProperties = Object.fromEntries(props)
+      p.userProperties = list
     }
     return p
   }

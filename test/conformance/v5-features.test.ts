@@ -123,7 +123,6 @@ t.test(
         ['a', '3'],
       ],
       'in the order sent',
-      { todo: 'known bug: properties are kept in mqtt-packet form ({a: [1, 3], b: 2}), which loses interleaving' },
     )
   },
 )

@@ -124,7 +124,7 @@ t.test('a small message for one session is stored inline and round-trips exactly
       contentType: 'application/octet-stream',
       responseTopic: 'reply/here',
       correlationData: Buffer.from([0xde, 0xad, 0x00, 0xbe, 0xef]),
-      userProperties: { a: '1', multi: ['x', 'y', 'x'], 'ключ': 'значение' },
+      userProperties: [['a', '1'], ['multi', 'x'], ['multi', 'y'], ['multi', 'x'], ['ключ', 'значение']],
     },
   })
   const empty = message('inline/empty', Buffer.alloc(0), { qos: 0 })
@@ -160,7 +160,7 @@ t.test('the inline limit: 512 bytes (payload + topic + properties) inline, 513 i
   const topic = 'big/x'
   const at = message(topic, Buffer.alloc(512 - topic.length, 7))
   const over = message(topic, Buffer.alloc(513 - topic.length, 8))
-  const large = message('big/y', Buffer.alloc(10_000, 9), { properties: { userProperties: { k: 'v' } } })
+  const large = message('big/y', Buffer.alloc(10_000, 9), { properties: { userProperties: [['k', 'v']] } })
   sessions(store, 'a')
   store.addDelivery('a', delivery(1, at))
   store.addDelivery('a', delivery(2, over))
@@ -190,7 +190,7 @@ t.test('the inline limit: 512 bytes (payload + topic + properties) inline, 513 i
 
 t.test('one Message for two sessions in one transaction: one shared row; removals keep it until the last', async (t) => {
   const store = openAt(t, newFile())
-  const m = message('fan/out', 'shared body', { properties: { userProperties: { k: ['1', '2'] }, correlationData: Buffer.from('cd') }, expiresAt: 99_000 })
+  const m = message('fan/out', 'shared body', { properties: { userProperties: [['k', '1'], ['k', '2']], correlationData: Buffer.from('cd') }, expiresAt: 99_000 })
   sessions(store, 'a', 'b')
   store.addDelivery('a', delivery(1, m))
   store.addDelivery('b', delivery(5, m, { qos: 0 }))
@@ -289,7 +289,7 @@ t.test('a Message delivered then saved as a will in the same transaction shares 
 
 t.test('a second reference after a commit stores a second copy; both load correctly', async (t) => {
   const store = openAt(t, newFile())
-  const m = message('later/x', 'twice', { properties: { userProperties: { n: '1' } } })
+  const m = message('later/x', 'twice', { properties: { userProperties: [['n', '1']] } })
   sessions(store, 'a', 'b')
   store.addDelivery('a', delivery(1, m))
   store.flush()
@@ -446,7 +446,7 @@ function withTinyDisk<T>(fn: () => T): T {
 t.test('a failed batch (disk full) leaves a consistent state: every committed delivery loads with its content', async (t) => {
   const file = newFile()
   const store = openAt(t, file)
-  const small = message('full/small', 'inline body', { properties: { userProperties: { k: 'v' } } })
+  const small = message('full/small', 'inline body', { properties: { userProperties: [['k', 'v']] } })
   const shared = message('full/shared', 'shared body')
   const big = message('full/big', Buffer.alloc(2000, 1))
   sessions(store, 'a', 'b')

@@ -32,7 +32,7 @@ const richProperties: ForwardedProperties = {
   contentType: 'application/json; charset=utf-8',
   responseTopic: 'reply/ü/1',
   correlationData: Buffer.from([0x00, 0xde, 0xad, 0xbe, 0xef, 0xff]),
-  userProperties: { site: 'north', tags: ['a', 'b', 'ü'], empty: '' },
+  userProperties: [['site', 'north'], ['tags', 'a'], ['empty', ''], ['tags', 'b'], ['tags', 'ü']],
 }
 
 function message(topic: string, fields: Partial<MessageFields> = {}): Message {

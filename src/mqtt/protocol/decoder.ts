@@ -1,7 +1,8 @@
 import { isUtf8 } from 'node:buffer'
+import type { IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
 import Parser from 'mqtt-packet/parser.js'
 import { ProtocolError } from '../../core/errors.js'
-import type { Packet, PublishPacket } from './packets.js'
+import { type Packet, type PublishPacket, type UserPropertyList, withUserPropertyList } from './packets.js'
 import { RC } from './reason-codes.js'
 
 export interface DecoderEvents {
@@ -107,10 +108,10 @@ export class PacketDecoder {
    */
   #parse(frame: Buffer): void {
     const parser = Parser.parser({ protocolVersion: this.#version })
-    parser.on('packet', (p: Packet) => {
+    parser.on('packet', (p: MqttPacket) => {
       if (this.#failed) return
       if (p.cmd === 'connect' && p.protocolVersion !== undefined) this.#version = p.protocolVersion
-      this.#events.onPacket(p)
+      this.#events.onPacket(p.cmd === 'publish' ? orderedPublish(p, frame) : p)
     })
     parser.on('error', (e: unknown) => this.#fail(mapParserError(e)))
     parser.parse(frame)
@@ -213,6 +214,64 @@ export class PacketDecoder {
     this.#pending = []
     this.#events.onError(error)
   }
+}
+
+/**
+ * mqtt-packet gives User Properties as {name: value | values}, which loses their order when
+ * names interleave (a, b, a); they are read again from the frame, in order [MQTT-3.3.2-18].
+ */
+function orderedPublish(p: IPublishPacket, frame: Buffer): PublishPacket {
+  const { properties, ...rest } = p
+  if (properties === undefined) return rest
+  const listed = withUserPropertyList(properties)
+  if (properties.userProperties === undefined) return { ...rest, properties: listed }
+  const inOrder = userPropertiesOf(frame, p.qos)
+  return { ...rest, properties: inOrder === undefined ? listed : { ...listed, userProperties: inOrder } }
+}
+
+/** PUBLISH property sizes by identifier: fixed bytes, or 's' for a length-prefixed string or binary, 'v' for a varint. */
+const PUBLISH_PROPERTY: Readonly<Record<number, number | 's' | 'v'>> = { 1: 1, 2: 4, 3: 's', 8: 's', 9: 's', 11: 'v', 35: 2 }
+const USER_PROPERTY = 0x26
+
+/** The User Properties of a PUBLISH frame mqtt-packet accepted, in wire order; undefined if it cannot be read. */
+function userPropertiesOf(frame: Buffer, qos: number): UserPropertyList | undefined {
+  let pos = 1
+  while (((frame[pos] ?? 0) & 0x80) !== 0) pos++
+  pos++
+  if (pos + 2 > frame.length) return undefined
+  pos += 2 + frame.readUInt16BE(pos) + (qos > 0 ? 2 : 0)
+  const length = readVarint(frame, pos)
+  if (length === undefined) return undefined
+  pos = length.next
+  const end = Math.min(frame.length, pos + length.value)
+  const text = (): string | undefined => {
+    if (pos + 2 > end) return undefined
+    const n = frame.readUInt16BE(pos)
+    if (pos + 2 + n > end) return undefined
+    const s = frame.toString('utf8', pos + 2, pos + 2 + n)
+    pos += 2 + n
+    return s
+  }
+  const out: (readonly [string, string])[] = []
+  while (pos < end) {
+    const id = frame[pos++] ?? 0
+    if (id === USER_PROPERTY) {
+      const k = text()
+      const v = text()
+      if (k === undefined || v === undefined) return undefined
+      out.push([k, v])
+      continue
+    }
+    const size = PUBLISH_PROPERTY[id]
+    if (size === undefined) return undefined
+    if (typeof size === 'number') pos += size
+    else if (size === 'v') {
+      const v = readVarint(frame, pos)
+      if (v === undefined) return undefined
+      pos = v.next
+    } else if (text() === undefined) return undefined
+  }
+  return out
 }
 
 function readVarint(buf: Buffer, pos: number): { value: number; next: number } | undefined {

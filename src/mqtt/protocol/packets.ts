@@ -6,7 +6,6 @@ export type {
   IPingreqPacket as PingreqPacket,
   IPubackPacket as PubackPacket,
   IPubcompPacket as PubcompPacket,
-  IPublishPacket as PublishPacket,
   IPubrecPacket as PubrecPacket,
   IPubrelPacket as PubrelPacket,
   ISubackPacket as SubackPacket,
@@ -14,10 +13,32 @@ export type {
   ISubscription as Subscription,
   IUnsubackPacket as UnsubackPacket,
   IUnsubscribePacket as UnsubscribePacket,
-  Packet,
   QoS,
   UserProperties,
 } from 'mqtt-packet'
+
+import type { IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
+
+/** User Properties in the order they came: a name may repeat, and order matters [MQTT-3.3.2-18]. */
+export type UserPropertyList = readonly (readonly [string, string])[]
+
+/** A PUBLISH as perch reads and writes it: mqtt-packet's, with its User Properties as an ordered list. */
+export type PublishPacket = Omit<IPublishPacket, 'properties'> & {
+  properties?: Omit<NonNullable<IPublishPacket['properties']>, 'userProperties'> & { userProperties?: UserPropertyList }
+}
+
+export type Packet = Exclude<MqttPacket, IPublishPacket> | PublishPacket
+
+/** Properties as mqtt-packet gives them, with their User Properties as a list. */
+export function withUserPropertyList<T extends { userProperties?: Readonly<Record<string, string | string[]>> }>(p: T): Omit<T, 'userProperties'> & { userProperties?: UserPropertyList } {
+  const { userProperties, ...rest } = p
+  return userProperties === undefined ? rest : { ...rest, userProperties: userPropertyList(userProperties) }
+}
+
+/** mqtt-packet's form ({a: ['1', '3'], b: '2'}, order of first appearance) as a list. */
+export function userPropertyList(record: Readonly<Record<string, string | string[]>>): UserPropertyList {
+  return Object.entries(record).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((one) => [k, String(one)] as const))
+}
 
 export type ProtocolVersion = 3 | 4 | 5
 
@@ -27,5 +48,5 @@ export interface ForwardedProperties {
   contentType?: string
   responseTopic?: string
   correlationData?: Buffer
-  userProperties?: Record<string, string | string[]>
+  userProperties?: UserPropertyList
 }

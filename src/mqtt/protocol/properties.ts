@@ -94,6 +94,11 @@ function encodeProperty(parts: Buffer[], id: number, type: PropertyType, value: 
       return
     case 'pairs':
       if (typeof value !== 'object' || value === null) return
+      if (Array.isArray(value)) {
+        // A UserPropertyList: written in its order [MQTT-3.3.2-18].
+        for (const pair of value as readonly (readonly [string, string])[]) parts.push(Buffer.from([id]), lengthPrefixed(pair[0]), lengthPrefixed(pair[1]))
+        return
+      }
       for (const [k, v] of Object.entries(value)) {
         for (const one of Array.isArray(v) ? v : [v]) parts.push(Buffer.from([id]), lengthPrefixed(k), lengthPrefixed(String(one)))
       }
