@@ -3,7 +3,7 @@ import t from 'tap'
 import { startBroker, type TestBroker } from '../helpers/broker.js'
 import { collect, connectClient, connectWithAck, type Received, sleep, until } from '../helpers/clients.js'
 import { Wire } from '../helpers/raw-client.js'
-import { frame, frames, PACKET, rawPublish, readVarint, str } from '../helpers/wire.js'
+import { frame, frames, handConnect, PACKET, rawPublish, readVarint, str, varint as varintBytes } from '../helpers/wire.js'
 
 const V5 = { protocolVersion: 5 } as const
 
@@ -126,6 +126,32 @@ t.test(
     )
   },
 )
+
+t.test('a will keeps the order of its interleaved user properties (a, b, a) [MQTT-3.1.3-10]', async (t) => {
+  const b = await startBroker(t)
+  const { wire: raw } = await Wire.connect(t, b.port, 5, { clientId: 'upw-sub' })
+  await raw.subscribe([{ topic: 'upw/#', qos: 0 }], 1)
+  const user = (k: string, v: string) => Buffer.concat([Buffer.from([0x26]), str(k), str(v)])
+  const willProps = Buffer.concat([Buffer.from([0x18, 0, 0, 0, 0]), user('a', '1'), user('b', '2'), user('a', '3')])
+  const tail = Buffer.concat([Buffer.from(varintBytes(willProps.length)), willProps, str('upw/will'), str('gone')])
+  const dying = await Wire.open(t, b.port, 5)
+  // Flags: clean start (0x02) and will (0x04), will QoS 0.
+  dying.sendBytes(handConnect({ clientId: 'upw-dying', level: 5, flags: 0x06, tail }))
+  await dying.take('connack', () => true)
+  dying.socket.destroy()
+  await raw.take('publish', (p) => p.topic === 'upw/will')
+  const published = frames(raw.bytes()).find((f) => f.type === PACKET.PUBLISH)
+  const order = published === undefined ? [] : userPropertiesInOrder(published.flags, published.body)
+  t.same(
+    order,
+    [
+      ['a', '1'],
+      ['b', '2'],
+      ['a', '3'],
+    ],
+    'the will is published with its user properties in the order they were sent',
+  )
+})
 
 t.test('message expiry: an expired retained message is not sent to a new subscriber [MQTT-3.3.2-5]', async (t) => {
   const b = await startBroker(t)

@@ -1,8 +1,8 @@
 import { isUtf8 } from 'node:buffer'
-import type { IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
+import type { IConnectPacket, IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
 import Parser from 'mqtt-packet/parser.js'
 import { ProtocolError } from '../../core/errors.js'
-import { type Packet, type PublishPacket, type UserPropertyList, withUserPropertyList } from './packets.js'
+import { type ConnectPacket, type Packet, type PublishPacket, type UserPropertyList, withUserPropertyList } from './packets.js'
 import { RC } from './reason-codes.js'
 
 export interface DecoderEvents {
@@ -111,7 +111,7 @@ export class PacketDecoder {
     parser.on('packet', (p: MqttPacket) => {
       if (this.#failed) return
       if (p.cmd === 'connect' && p.protocolVersion !== undefined) this.#version = p.protocolVersion
-      this.#events.onPacket(p.cmd === 'publish' ? orderedPublish(p, frame) : p)
+      this.#events.onPacket(p.cmd === 'publish' ? orderedPublish(p, frame) : p.cmd === 'connect' ? orderedConnect(p, frame) : p)
     })
     parser.on('error', (e: unknown) => this.#fail(mapParserError(e)))
     parser.parse(frame)
@@ -225,24 +225,61 @@ function orderedPublish(p: IPublishPacket, frame: Buffer): PublishPacket {
   if (properties === undefined) return rest
   const listed = withUserPropertyList(properties)
   if (properties.userProperties === undefined) return { ...rest, properties: listed }
-  const inOrder = userPropertiesOf(frame, p.qos)
+  let inOrder: UserPropertyList | undefined
+  try {
+    const start = afterFixedHeader(frame)
+    inOrder = userPropertiesAt(frame, start + 2 + frame.readUInt16BE(start) + (p.qos > 0 ? 2 : 0))
+  } catch {
+    inOrder = undefined
+  }
   return { ...rest, properties: inOrder === undefined ? listed : { ...listed, userProperties: inOrder } }
 }
 
-/** PUBLISH property sizes by identifier: fixed bytes, or 's' for a length-prefixed string or binary, 'v' for a varint. */
-const PUBLISH_PROPERTY: Readonly<Record<number, number | 's' | 'v'>> = { 1: 1, 2: 4, 3: 's', 8: 's', 9: 's', 11: 'v', 35: 2 }
-const USER_PROPERTY = 0x26
+/** The same for a will's User Properties in a v5 CONNECT [MQTT-3.1.3-10]. */
+function orderedConnect(p: IConnectPacket, frame: Buffer): ConnectPacket {
+  const { will, ...rest } = p
+  if (will === undefined) return rest
+  const { properties, ...willRest } = will
+  if (properties === undefined) return { ...rest, will: willRest }
+  const listed = withUserPropertyList(properties)
+  const inOrder = properties.userProperties === undefined ? undefined : willUserProperties(frame)
+  return { ...rest, will: { ...willRest, properties: inOrder === undefined ? listed : { ...listed, userProperties: inOrder } } }
+}
 
-/** The User Properties of a PUBLISH frame mqtt-packet accepted, in wire order; undefined if it cannot be read. */
-function userPropertiesOf(frame: Buffer, qos: number): UserPropertyList | undefined {
+/** Skips a v5 CONNECT's variable header and client id to read its will properties. */
+function willUserProperties(frame: Buffer): UserPropertyList | undefined {
+  try {
+    let pos = afterFixedHeader(frame)
+    pos += 2 + frame.readUInt16BE(pos) + 1 + 1 + 2 // protocol name, level, flags, keep alive
+    const props = readVarint(frame, pos)
+    if (props === undefined) return undefined
+    pos = props.next + props.value
+    pos += 2 + frame.readUInt16BE(pos) // client id
+    return userPropertiesAt(frame, pos)
+  } catch {
+    return undefined
+  }
+}
+
+function afterFixedHeader(frame: Buffer): number {
   let pos = 1
   while (((frame[pos] ?? 0) & 0x80) !== 0) pos++
-  pos++
-  if (pos + 2 > frame.length) return undefined
-  pos += 2 + frame.readUInt16BE(pos) + (qos > 0 ? 2 : 0)
-  const length = readVarint(frame, pos)
+  return pos + 1
+}
+
+/** Property sizes by identifier (MQTT 5 section 2.2.2.2): fixed bytes, 's' for a length-prefixed string or binary, 'v' for a varint. */
+const PROPERTY_SIZE = new Map<number, number | 's' | 'v'>([
+  [0x01, 1], [0x02, 4], [0x03, 's'], [0x08, 's'], [0x09, 's'], [0x0b, 'v'], [0x11, 4], [0x12, 's'], [0x13, 2],
+  [0x15, 's'], [0x16, 's'], [0x17, 1], [0x18, 4], [0x19, 1], [0x1a, 's'], [0x1c, 's'], [0x1f, 's'], [0x21, 2],
+  [0x22, 2], [0x23, 2], [0x24, 1], [0x25, 1], [0x27, 4], [0x28, 1], [0x29, 1], [0x2a, 1],
+])
+const USER_PROPERTY = 0x26
+
+/** The User Properties of the property section at `at` in a frame mqtt-packet accepted, in wire order; undefined if it cannot be read. */
+function userPropertiesAt(frame: Buffer, at: number): UserPropertyList | undefined {
+  const length = readVarint(frame, at)
   if (length === undefined) return undefined
-  pos = length.next
+  let pos = length.next
   const end = Math.min(frame.length, pos + length.value)
   const text = (): string | undefined => {
     if (pos + 2 > end) return undefined
@@ -262,7 +299,7 @@ function userPropertiesOf(frame: Buffer, qos: number): UserPropertyList | undefi
       out.push([k, v])
       continue
     }
-    const size = PUBLISH_PROPERTY[id]
+    const size = PROPERTY_SIZE.get(id)
     if (size === undefined) return undefined
     if (typeof size === 'number') pos += size
     else if (size === 'v') {

@@ -1,7 +1,6 @@
 export type {
   IAuthPacket as AuthPacket,
   IConnackPacket as ConnackPacket,
-  IConnectPacket as ConnectPacket,
   IDisconnectPacket as DisconnectPacket,
   IPingreqPacket as PingreqPacket,
   IPubackPacket as PubackPacket,
@@ -17,7 +16,7 @@ export type {
   UserProperties,
 } from 'mqtt-packet'
 
-import type { IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
+import type { IConnectPacket, IPublishPacket, Packet as MqttPacket } from 'mqtt-packet'
 
 /** User Properties in the order they came: a name may repeat, and order matters [MQTT-3.3.2-18]. */
 export type UserPropertyList = readonly (readonly [string, string])[]
@@ -27,7 +26,16 @@ export type PublishPacket = Omit<IPublishPacket, 'properties'> & {
   properties?: Omit<NonNullable<IPublishPacket['properties']>, 'userProperties'> & { userProperties?: UserPropertyList }
 }
 
-export type Packet = Exclude<MqttPacket, IPublishPacket> | PublishPacket
+type MqttWill = NonNullable<IConnectPacket['will']>
+
+/** A CONNECT as perch reads it: mqtt-packet's, with its will's User Properties as an ordered list. */
+export type ConnectPacket = Omit<IConnectPacket, 'will'> & {
+  will?: Omit<MqttWill, 'properties'> & {
+    properties?: Omit<NonNullable<MqttWill['properties']>, 'userProperties'> & { userProperties?: UserPropertyList }
+  }
+}
+
+export type Packet = Exclude<MqttPacket, IPublishPacket | IConnectPacket> | PublishPacket | ConnectPacket
 
 /** Properties as mqtt-packet gives them, with their User Properties as a list. */
 export function withUserPropertyList<T extends { userProperties?: Readonly<Record<string, string | string[]>> }>(p: T): Omit<T, 'userProperties'> & { userProperties?: UserPropertyList } {

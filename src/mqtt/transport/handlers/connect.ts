@@ -1,6 +1,6 @@
 import type { AuthResult, ClientInfo } from '../../broker/hooks.js'
 import { LOCAL_CLIENT_PREFIX } from '../../broker/local-client.js'
-import { type ConnackPacket, type ConnectPacket, type ProtocolVersion, withUserPropertyList } from '../../protocol/packets.js'
+import type { ConnackPacket, ConnectPacket, ProtocolVersion } from '../../protocol/packets.js'
 import { connackCodeFor, RC } from '../../protocol/reason-codes.js'
 import { checkConnect } from '../../protocol/validate.js'
 import { NEVER_EXPIRES } from '../../session/session.js'
@@ -108,7 +108,7 @@ function accept(c: Connection, p: ConnectPacket, client: ClientInfo, keepalive: 
       ? undefined
       : {
           message: buildMessage(
-            { topic: p.will.topic, payload: p.will.payload, qos: p.will.qos ?? 0, retain: p.will.retain ?? false, properties: p.will.properties === undefined ? undefined : withUserPropertyList(p.will.properties) },
+            { topic: p.will.topic, payload: p.will.payload, qos: p.will.qos ?? 0, retain: p.will.retain ?? false, properties: p.will.properties },
             client.clientId,
             clock,
           ),
