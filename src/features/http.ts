@@ -3,7 +3,7 @@
 // JWT) and passes the same ACL as an MQTT client publishing the request on its topic.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Result } from '../core/result.js'
-import type { AuthResult, BrokerHooks, ClientInfo } from '../mqtt/broker/hooks.js'
+import { type AuthResult, type BrokerHooks, type ClientInfo, clientOf } from '../mqtt/broker/hooks.js'
 import { RC } from '../mqtt/protocol/reason-codes.js'
 import { describeDevice } from './model.js'
 import type { RequestError } from './registry.js'
@@ -88,17 +88,7 @@ export class DevicesHttp {
     const result = await this.#authenticate(credentials, remoteAddress)
     if (!result.ok) return { ...error(result.reasonCode === RC.CONNECTION_RATE_EXCEEDED ? 429 : 401, result.reason), headers: challenge }
     const { identity } = result
-    return {
-      clientId: `$perch/http/${identity.account ?? identity.username ?? 'anonymous'}`,
-      username: identity.username,
-      account: identity.account,
-      admin: identity.admin,
-      serves: identity.serves,
-      via: identity.via,
-      remoteAddress,
-      protocolVersion: 5,
-      listener: 'http',
-    }
+    return clientOf(identity, { clientId: `$perch/http/${identity.account ?? identity.username ?? 'anonymous'}`, remoteAddress, protocolVersion: 5, listener: 'http' })
   }
 }
 

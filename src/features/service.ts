@@ -2,8 +2,7 @@ import type { Clock } from '../core/clock.js'
 import type { Logger } from '../core/logger.js'
 import type { Disposable } from '../core/scope.js'
 import type { Broker } from '../mqtt/broker/broker.js'
-import type { ClientInfo } from '../mqtt/broker/hooks.js'
-import { type LocalClient, systemClient } from '../mqtt/broker/local-client.js'
+import { accountClient, type LocalClient, systemClient } from '../mqtt/broker/local-client.js'
 import type { Message } from '../mqtt/session/message.js'
 import { GRAPH_NAME } from './compile.js'
 import { GraphApi, type GraphSandbox } from './graph-api.js'
@@ -11,11 +10,6 @@ import { describeDevice, type FeatureKind } from './model.js'
 import { DeviceRegistry } from './registry.js'
 import { Signaller } from './signals.js'
 import type { FeatureStore } from './store.js'
-
-/** The identity an account's graphs act with: its own rights, never more. */
-export function accountClient(account: string, listener: string): ClientInfo {
-  return { clientId: `$perch/${listener}/${account}`, username: account, account, admin: false, remoteAddress: '', protocolVersion: 5, listener }
-}
 
 /**
  * Registered devices and their graphs on the broker: the request topics

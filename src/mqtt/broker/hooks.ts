@@ -35,6 +35,21 @@ export interface Identity {
   readonly via?: 'password' | 'token' | 'certificate' | undefined
 }
 
+/** The client an authenticated identity is, on the connection (or request) it came by. */
+export function clientOf(identity: Identity, on: Pick<ClientInfo, 'clientId' | 'remoteAddress' | 'protocolVersion' | 'listener'>): ClientInfo {
+  return {
+    clientId: on.clientId,
+    username: identity.username,
+    account: identity.account,
+    admin: identity.admin,
+    serves: identity.serves,
+    via: identity.via,
+    remoteAddress: on.remoteAddress,
+    protocolVersion: on.protocolVersion,
+    listener: on.listener,
+  }
+}
+
 export type AuthResult =
   | { readonly ok: true; readonly identity: Identity }
   | {

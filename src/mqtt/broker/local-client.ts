@@ -16,6 +16,11 @@ export function systemClient(name: string): ClientInfo {
   return { clientId: `${LOCAL_CLIENT_PREFIX}${name}`, username: undefined, account: undefined, admin: true, remoteAddress: '', protocolVersion: 5, listener: 'internal' }
 }
 
+/** The identity of an in-process client acting for an account: the account's rights, never more. */
+export function accountClient(account: string, listener: string): ClientInfo {
+  return { clientId: `${LOCAL_CLIENT_PREFIX}${listener}/${account}`, username: account, account, admin: false, remoteAddress: '', protocolVersion: 5, listener }
+}
+
 export type LocalHandler = (message: Message) => void
 
 interface FilterEntry {

@@ -3,8 +3,7 @@ import type { Logger } from '../../core/logger.js'
 import type { Disposable } from '../../core/scope.js'
 import type { Broker } from '../../mqtt/broker/broker.js'
 import type { BrokerEvent } from '../../mqtt/broker/events.js'
-import type { ClientInfo } from '../../mqtt/broker/hooks.js'
-import { LOCAL_CLIENT_PREFIX, type LocalClient } from '../../mqtt/broker/local-client.js'
+import { accountClient, LOCAL_CLIENT_PREFIX, type LocalClient } from '../../mqtt/broker/local-client.js'
 import { createMessage, type Message } from '../../mqtt/session/message.js'
 import type { SandboxHost } from '../host.js'
 import type { Effect, InvokeError, RuleSpec } from '../types.js'
@@ -149,16 +148,7 @@ export class RuleEngine implements Disposable {
   clientFor(account: string): LocalClient {
     let c = this.#clients.get(account)
     if (c === undefined) {
-      const info: ClientInfo = {
-        clientId: `${LOCAL_CLIENT_PREFIX}rules/${account}`,
-        username: account,
-        account,
-        admin: false,
-        remoteAddress: '',
-        protocolVersion: 5,
-        listener: 'rules',
-      }
-      c = this.#broker.openLocal(info)
+      c = this.#broker.openLocal(accountClient(account, 'rules'))
       this.#clients.set(account, c)
     }
     return c

@@ -1,4 +1,4 @@
-import type { AuthResult, ClientInfo } from '../../broker/hooks.js'
+import { type AuthResult, type ClientInfo, clientOf } from '../../broker/hooks.js'
 import { LOCAL_CLIENT_PREFIX } from '../../broker/local-client.js'
 import type { ConnackPacket, ConnectPacket, ProtocolVersion } from '../../protocol/packets.js'
 import { connackCodeFor, RC } from '../../protocol/reason-codes.js'
@@ -64,17 +64,7 @@ export function handleConnect(c: Connection, p: ConnectPacket): void {
       })
       return refuse(result.reasonCode, result.reason)
     }
-    const client: ClientInfo = {
-      clientId,
-      username: result.identity.username,
-      account: result.identity.account,
-      admin: result.identity.admin,
-      serves: result.identity.serves,
-      via: result.identity.via,
-      remoteAddress: c.remoteAddress,
-      protocolVersion: version,
-      listener: c.listener,
-    }
+    const client = clientOf(result.identity, { clientId, remoteAddress: c.remoteAddress, protocolVersion: version, listener: c.listener })
     if (p.will !== undefined && !broker.hooks.authorizePublish(client, p.will.topic)) {
       broker.denied(client, 'will', p.will.topic)
       return refuse(RC.NOT_AUTHORIZED, `the will topic ${p.will.topic} is outside this client's rights`)
