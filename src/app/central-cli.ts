@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import { accountIdProblem } from '../auth/account-id.js'
 import { hashPassword, randomPassword } from '../auth/password.js'
 import { describeError } from '../core/errors.js'
-import { FILE_RULE_PREFIX, GRAPH_RULE_PREFIX } from '../scripting/engine/control.js'
+import { reservedRuleName } from '../scripting/engine/control.js'
 import { manifestJson } from '../scripting/engine/manifest.js'
 import * as admin from '../sync/central-admin.js'
 import { type CentralResult, describeCentralError } from '../sync/central-common.js'
@@ -233,8 +233,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       const [account, name, file] = [at(ctx, 0), at(ctx, 1), at(ctx, 2)]
       const problem = accountIdProblem(account)
       if (problem !== null) throw new CliFailure(`cannot push to "${account}": ${problem}`)
-      if (name.startsWith(FILE_RULE_PREFIX)) throw new CliFailure(`rule names starting with "${FILE_RULE_PREFIX}" are for file rules`)
-      if (name.startsWith(GRAPH_RULE_PREFIX)) throw new CliFailure(`rule names starting with "${GRAPH_RULE_PREFIX}" are for device graphs`)
+      const reserved = reservedRuleName(name)
+      if (reserved !== undefined) throw new CliFailure(reserved)
       const source = readText(file, 'rule')
       const manifest = manifestFor(file, str(ctx.values, 'manifest'), name, account)
       checkTriggers(account, manifest, undefined)

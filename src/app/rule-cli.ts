@@ -2,7 +2,7 @@
 // from the command line. A running perch polls rules.db and applies the changes itself.
 import { accountIdProblem } from '../auth/account-id.js'
 import { systemClock } from '../core/clock.js'
-import { FILE_RULE_PREFIX, GRAPH_RULE_PREFIX } from '../scripting/engine/control.js'
+import { reservedRuleName } from '../scripting/engine/control.js'
 import { manifestJson } from '../scripting/engine/manifest.js'
 import { RuleStore } from '../scripting/engine/rule-store.js'
 import { CliFailure, type Context, DIR_OPTIONS, type Family, flag, runFamily, str, table, UsageError } from './account-cli-common.js'
@@ -76,8 +76,8 @@ const RULE: Family = {
         const [account = '', name = '', file = ''] = ctx.positionals
         const problem = accountIdProblem(account)
         if (problem !== null) throw new CliFailure(`cannot push to "${account}": ${problem}`)
-        if (name.startsWith(FILE_RULE_PREFIX)) throw new CliFailure(`rule names starting with "${FILE_RULE_PREFIX}" are for file rules`)
-        if (name.startsWith(GRAPH_RULE_PREFIX)) throw new CliFailure(`rule names starting with "${GRAPH_RULE_PREFIX}" are for device graphs`)
+        const reserved = reservedRuleName(name)
+        if (reserved !== undefined) throw new CliFailure(reserved)
         const source = readText(file, 'rule')
         const manifest = manifestFor(file, str(ctx.values, 'manifest'), name, account)
         const accounts = accountsOf(ctx.dataDir(), ctx.store)

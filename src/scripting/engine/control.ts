@@ -15,6 +15,13 @@ export const GRAPH_RULE_PREFIX = 'graph.'
 /** Rules run by `/A/runfile/NAME` are loaded under this prefix, apart from pushed rules. */
 export const FILE_RULE_PREFIX = 'file.'
 
+/** Why a pushed rule may not take this name (its prefix is perch's own); undefined when it may. */
+export function reservedRuleName(name: string): string | undefined {
+  if (name.startsWith(FILE_RULE_PREFIX)) return `rule names starting with "${FILE_RULE_PREFIX}" are for file rules`
+  if (name.startsWith(GRAPH_RULE_PREFIX)) return `rule names starting with "${GRAPH_RULE_PREFIX}" are for device graphs (/A/graph/NAME)`
+  return undefined
+}
+
 /**
  * The rule control topics of the reference engine: `/A/run/NAME`, `/A/runfile/NAME`,
  * `/A/scripts/put/NAME`, `/A/scripts/delete/NAME`, `/A/scripts/list`. Who may publish there is
@@ -115,8 +122,8 @@ export class RuleControl implements Disposable {
   }
 
   async #put(m: Message, account: string, name: string): Promise<unknown> {
-    if (name.startsWith(FILE_RULE_PREFIX)) return { ok: false, error: `names starting with "${FILE_RULE_PREFIX}" are for file rules` }
-    if (name.startsWith(GRAPH_RULE_PREFIX)) return { ok: false, error: `names starting with "${GRAPH_RULE_PREFIX}" are for device graphs (/A/graph/NAME)` }
+    const reserved = reservedRuleName(name)
+    if (reserved !== undefined) return { ok: false, error: reserved }
     const text = m.payload.toString('utf8')
     let source = text
     let manifestInput: unknown

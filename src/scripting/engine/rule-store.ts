@@ -7,7 +7,8 @@ import { type Database, type DbError, openSharedDatabase, type Statement } from 
 export const RULES_FILE = 'rules.db'
 
 /** Where a rule came from: pushed over MQTT, pushed with the CLI, or synced from the central database. */
-export type RuleOrigin = 'mqtt' | 'cli' | 'central'
+export const RULE_ORIGINS = ['mqtt', 'cli', 'central'] as const
+export type RuleOrigin = (typeof RULE_ORIGINS)[number]
 
 export interface StoredRule {
   readonly account: string

@@ -9,10 +9,10 @@ import { SandboxHost } from '../host.js'
 import { RuleControl } from './control.js'
 import { type EngineSettings, RuleEngine } from './engine.js'
 import { parseManifest } from './manifest.js'
-import { RuleStore, type StoredRule } from './rule-store.js'
+import { RULE_ORIGINS, RuleStore, type StoredRule } from './rule-store.js'
 
 /** Rules the store holds; others (file rules, graphs) are installed by whoever runs them. */
-const STORED_ORIGINS: ReadonlySet<string> = new Set(['mqtt', 'cli', 'central'])
+const STORED_ORIGINS: ReadonlySet<string> = new Set(RULE_ORIGINS)
 
 export interface RulesSettings extends EngineSettings {
   readonly dataDir: string
