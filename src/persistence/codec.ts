@@ -1,5 +1,5 @@
 import { DbError } from '../db/index.js'
-import type { ForwardedProperties } from '../mqtt/protocol/packets.js'
+import { type ForwardedProperties, userPropertyList } from '../mqtt/protocol/packets.js'
 import { createMessage, type Message, type QoS } from '../mqtt/session/message.js'
 import type { SubscriptionOptions } from '../mqtt/session/session.js'
 import type { DeliveryState, SessionOwner } from '../mqtt/session/store.js'
@@ -157,13 +157,10 @@ export class RowDecoder {
       p.userProperties = list
     } else if (typeof up === 'object' && up !== null) {
       // Rows written before user properties were kept in order: {name: value | values}.
-      const list: (readonly [string, string])[] = []
       for (const [k, v] of Object.entries(up)) {
-        if (typeof v === 'string') list.push([k, v])
-        else if (Array.isArray(v) && v.every((x) => typeof x === 'string')) for (const one of v) list.push([k, one])
-        else throw this.#bad(where, `user property "${k}"`)
+        if (typeof v !== 'string' && !(Array.isArray(v) && v.every((x) => typeof x === 'string'))) throw this.#bad(where, `user property "${k}"`)
       }
-      p.userProperties = list
+      p.userProperties = userPropertyList(up as Record<string, string | string[]>)
     }
     return p
   }
