@@ -140,6 +140,7 @@ export function registrationAnswer(d: DeviceRecord): Record<string, unknown> {
 
 /** A device as `list` and the HTTP API show it. */
 export function describeDevice(d: DeviceRecord): Record<string, unknown> {
+  const t = deviceTopics(d.account, d.id)
   const pair = (kind: FeatureKind) => d.features.filter((f) => f.kind === kind).map((f) => [f.name, f.types])
   return {
     id: d.id,
@@ -152,6 +153,6 @@ export function describeDevice(d: DeviceRecord): Record<string, unknown> {
     presence: d.presence,
     presence_at: d.presenceAt === undefined ? null : new Date(d.presenceAt).toISOString(),
     registered_at: new Date(d.registeredAt).toISOString(),
-    ctrl_chans: [deviceTopics(d.account, d.id).up, deviceTopics(d.account, d.id).down],
+    ctrl_chans: [t.up, t.down],
   }
 }
