@@ -20,6 +20,7 @@ import { type RuleLimits, RulesService, type RulesSettings } from '../scripting/
 import { buildHooks, openAccounts } from './auth-setup.js'
 import { DeviceBridges } from './bridges.js'
 import type { PerchConfig } from './config.js'
+import { devicesRoutes, openGraphs } from './graphs.js'
 import type { MetricsServer } from './metrics.js'
 import { SystemdNotifier } from './notify.js'
 import { planReload } from './reload-plan.js'
@@ -200,16 +201,8 @@ export class App {
     } catch (e) {
       await abort(e)
     }
-    // Like sensors, device graphs are not worth failing the gateway for: a damaged features.db
-    // is logged, and the broker and rules run without them.
-    let graphs: DeviceGraphService | undefined
-    let graphsOff = config.graphs.enabled ? undefined : 'registered devices and graphs are off on this gateway (graphs.enabled is false)'
-    try {
-      graphs = config.graphs.enabled ? await (await import('./graphs.js')).startGraphs(broker, config.dataDir, rules, clock, logger) : undefined
-    } catch (e) {
-      graphsOff = `registered devices and graphs did not start: ${describeError(e)}`
-      logger.error('graphs.start-failed', { error: describeError(e), hint: 'registered devices and graphs are off until this is fixed and perch restarts' })
-    }
+    const graphsPart = await openGraphs(config, broker, rules, clock, logger)
+    const graphs = graphsPart.service
     let sync: SyncService | undefined
     try {
       sync = config.sync === undefined ? undefined : (await import('./sync-service.js')).SyncService.start(config.sync, config.dataDir, clock, logger)
@@ -230,10 +223,7 @@ export class App {
     let metrics: MetricsServer | undefined
     if (config.http !== undefined) {
       try {
-        const { devicesHttp, devicesUnavailable } = await import('./graphs.js')
-        const api = graphs === undefined ? undefined : devicesHttp(graphs, broker)
-        const routes = api === undefined ? devicesUnavailable(graphsOff ?? 'registered devices and graphs are not running') : api.handle.bind(api)
-        const sources = { broker, sync, bridges, rules, graphs, routes, notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
+        const sources = { broker, sync, bridges, rules, graphs, routes: devicesRoutes(graphsPart, broker), notReady: () => (listeners.length > 0 ? undefined : 'no listeners') }
         const { MetricsServer } = await import('./metrics.js')
         metrics = await MetricsServer.start(config.http, sources, logger)
       } catch (e) {
