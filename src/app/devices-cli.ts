@@ -12,6 +12,7 @@ import { describeError } from '../core/errors.js'
 import { table } from './account-cli-common.js'
 import { DEVICES_STATUS_FILE, devicesDir, resolveBoard } from './bridges.js'
 import type { Io } from './cli.js'
+import { subcommand } from './cli-subcommand.js'
 import type { PerchConfig } from './config.js'
 import { cliConfig, readRegistered, registeredJson, registeredText, showDevice } from './devices-cli-registered.js'
 
@@ -46,31 +47,10 @@ Options:
 `
 
 export async function devicesCommand(args: readonly string[], io: Io): Promise<number> {
-  const [sub, ...rest] = args
-  if (sub === undefined) {
-    io.err(DEVICES_HELP)
-    return 2
-  }
-  if (sub === '-h' || sub === '--help' || sub === 'help') {
-    io.out(DEVICES_HELP)
-    return 0
-  }
-  if (sub !== 'check' && sub !== 'list' && sub !== 'show') {
-    io.err(`perch devices: unknown command "${sub}"\n\n${DEVICES_HELP}`)
-    return 2
-  }
-  let parsed: ReturnType<typeof parse>
-  try {
-    parsed = parse(rest)
-  } catch (e) {
-    io.err(`perch devices ${sub}: ${describeError(e)}\n\n${DEVICES_HELP}`)
-    return 2
-  }
+  const opened = subcommand('devices', DEVICES_HELP, ['check', 'list', 'show'] as const, args, io, parse)
+  if (typeof opened === 'number') return opened
+  const { sub, parsed } = opened
   const { values, positionals } = parsed
-  if (values.help === true) {
-    io.out(DEVICES_HELP)
-    return 0
-  }
   const usage = usageProblem(sub, positionals, values)
   if (usage !== undefined) {
     io.err(`perch devices ${sub}: ${usage}\n\n${DEVICES_HELP}`)

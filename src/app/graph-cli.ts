@@ -7,6 +7,7 @@ import type { DeviceRecord } from '../features/model.js'
 import type { FeatureStore, FunctionRecord, GraphRecord, LinkRecord } from '../features/store.js'
 import { table } from './account-cli-common.js'
 import type { Io } from './cli.js'
+import { subcommand } from './cli-subcommand.js'
 import { cliConfig, featuresPath, iso, shortDigest, withFeatures } from './devices-cli-registered.js'
 
 export const GRAPH_HELP = `Usage: perch graph list [--account A] [--json] [options]
@@ -33,31 +34,10 @@ Options:
 `
 
 export async function graphCommand(args: readonly string[], io: Io): Promise<number> {
-  const [sub, ...rest] = args
-  if (sub === undefined) {
-    io.err(GRAPH_HELP)
-    return 2
-  }
-  if (sub === '-h' || sub === '--help' || sub === 'help') {
-    io.out(GRAPH_HELP)
-    return 0
-  }
-  if (sub !== 'list' && sub !== 'show') {
-    io.err(`perch graph: unknown command "${sub}"\n\n${GRAPH_HELP}`)
-    return 2
-  }
-  let parsed: ReturnType<typeof parse>
-  try {
-    parsed = parse(rest)
-  } catch (e) {
-    io.err(`perch graph ${sub}: ${describeError(e)}\n\n${GRAPH_HELP}`)
-    return 2
-  }
+  const opened = subcommand('graph', GRAPH_HELP, ['list', 'show'] as const, args, io, parse)
+  if (typeof opened === 'number') return opened
+  const { sub, parsed } = opened
   const { values, positionals } = parsed
-  if (values.help === true) {
-    io.out(GRAPH_HELP)
-    return 0
-  }
   const usage = sub === 'list' ? listUsage(positionals) : showUsage(positionals, values.account)
   if (typeof usage === 'string') {
     io.err(`perch graph ${sub}: ${usage}\n\n${GRAPH_HELP}`)
