@@ -1,16 +1,15 @@
 // `perch devices list|show` for registered devices (the IoTtalk model), run as users run it
 // (node bin/perch.js), against a features.db filled through FeatureStore and kept open here the
 // way a running perch keeps it open.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { FEATURES_FILE, FeatureStore } from '../../src/features/store.js'
+import { FEATURES_FILE, } from '../../src/features/store.js'
 import type { ToolResult } from '../helpers/cli.js'
+import { scratchFeatureStore } from '../helpers/feature-store.js'
 import { runPerch } from '../helpers/perch-bin.js'
 
-const work = mkdtempSync(join(tmpdir(), 'perch-devices-registered-'))
-t.teardown(() => rmSync(work, { recursive: true, force: true }))
+const { work, data, store } = scratchFeatureStore(t, 'perch-devices-registered-')
 
 const CAT = '0c4f2e8a-1b3d-4c5e-9f60-718293a4b5c6'
 const DOG = '9d8e7f60-5a4b-4c3d-8e2f-1a0b9c8d7e6f'
@@ -19,12 +18,6 @@ const DIGEST = 'ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12
 const T0 = Date.UTC(2024, 0, 2, 3, 4, 5)
 const iso = (ms: number): string => new Date(ms).toISOString()
 
-const data = join(work, 'data')
-mkdirSync(data)
-const opened = FeatureStore.open(data)
-if (!opened.ok) throw opened.error
-const store = opened.value
-t.teardown(() => store.dispose())
 
 store.register(
   CAT,

@@ -1,15 +1,14 @@
 // `perch graph list|show`, run as users run it (node bin/perch.js), against a features.db filled
 // through FeatureStore and kept open here the way a running perch keeps it open.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { FEATURES_FILE, FeatureStore } from '../../src/features/store.js'
+import { FEATURES_FILE, } from '../../src/features/store.js'
 import type { ToolResult } from '../helpers/cli.js'
+import { scratchFeatureStore } from '../helpers/feature-store.js'
 import { runPerch } from '../helpers/perch-bin.js'
 
-const work = mkdtempSync(join(tmpdir(), 'perch-graph-cli-'))
-t.teardown(() => rmSync(work, { recursive: true, force: true }))
+const { work, data, store } = scratchFeatureStore(t, 'perch-graph-cli-')
 
 const CAT = '0c4f2e8a-1b3d-4c5e-9f60-718293a4b5c6'
 const LAMP = '3b2a1908-7f6e-4d5c-8b4a-39281706f5e4'
@@ -19,12 +18,6 @@ const JOIN = 'ffee0011ddcc2233ffee0011ddcc2233ffee0011ddcc2233ffee0011ddcc2233'
 const T0 = Date.UTC(2024, 0, 2, 3, 4, 5)
 const iso = (ms: number): string => new Date(ms).toISOString()
 
-const data = join(work, 'data')
-mkdirSync(data)
-const opened = FeatureStore.open(data)
-if (!opened.ok) throw opened.error
-const store = opened.value
-t.teardown(() => store.dispose())
 
 const meow = { name: 'BetaCat', features: [{ kind: 'idf' as const, name: 'meow', types: ['dB'] }], acceptProtos: ['mqtt'], profile: {} }
 store.register(CAT, 'farm', meow, 'rev-1', T0)
