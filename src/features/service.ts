@@ -81,7 +81,7 @@ export class DeviceGraphService {
   #listen(): void {
     // Over MQTT a body's "id" is the request's id (echoed); the device id is in the topic.
     this.#on('/+/devices/put/+', ([account, , , id], m) =>
-      this.#answered(m, async () => this.#result(await this.registry.register(account, id, withoutId(parseJson(m)))), 'device'),
+      this.#answered(m, async (body) => this.#result(await this.registry.register(account, id, withoutId(body))), 'device'),
     )
     this.#on('/+/devices/delete/+', ([account, , , id], m) => this.#answered(m, async () => this.#result(await this.registry.remove(account, id)), 'device'))
     this.#on('/+/devices/list', ([account], m) => this.#answered(m, () => ({ state: 'ok', devices: this.store.devices(account).map(describeDevice) }), 'device'))
@@ -91,9 +91,8 @@ export class DeviceGraphService {
     this.#on('/+/graph/+', ([account, , graph], m) =>
       this.#answered(
         m,
-        async () => {
+        async (body) => {
           if (!GRAPH_NAME.test(graph)) return { state: 'error', error: `graph name "${graph}": letters, digits, '_' and '-', at most 48` }
-          const body = parseJson(m)
           if (typeof body !== 'object' || body === null || Array.isArray(body)) return { state: 'error', error: 'a graph request is a JSON object with "op"' }
           return this.graphs.handle(account, graph, body as Record<string, unknown>)
         },
@@ -114,12 +113,14 @@ export class DeviceGraphService {
     if (sub !== undefined) this.#subscriptions.push(sub)
   }
 
-  #answered(m: Message, fn: () => Promise<Record<string, unknown>> | Record<string, unknown>, what: string): void {
-    const requestId = requestIdOf(m)
+  /** Runs a request (its payload read as JSON once: undefined when it is not) and publishes the answer on <topic>/result. */
+  #answered(m: Message, fn: (body: unknown) => Promise<Record<string, unknown>> | Record<string, unknown>, what: string): void {
+    const body = parseJson(m)
+    const requestId = requestIdOf(body)
     void this.serialize(async () => {
       let answer: Record<string, unknown>
       try {
-        answer = await fn()
+        answer = await fn(body)
       } catch (e) {
         this.#logger.error(`${what}.request-failed`, { topic: m.topic, error: e instanceof Error ? e.message : String(e) })
         answer = { state: 'error', error: 'internal error' }
@@ -157,7 +158,6 @@ function withoutId(body: unknown): unknown {
 }
 
 /** The `id` of a JSON request, echoed in its answer (in place of any `id` of its own). */
-function requestIdOf(m: Message): unknown {
-  const body = parseJson(m)
+function requestIdOf(body: unknown): unknown {
   return typeof body === 'object' && body !== null && !Array.isArray(body) ? (body as { id?: unknown }).id : undefined
 }
