@@ -50,12 +50,12 @@ export class GraphApi {
 
   async handle(account: string, graph: string, body: Answer): Promise<Answer> {
     switch (body.op) {
-      case 'attach':
-        if (this.#d.store.graph(account, graph) === undefined && this.#d.store.graphs(account).length >= LIMITS.graphs) {
-          return fail(`account ${account} has ${LIMITS.graphs} graphs, the most perch keeps for one account`)
-        }
+      case 'attach': {
+        const full = this.#noRoomFor(account, graph)
+        if (full !== undefined) return full
         this.#d.store.ensureGraph(account, graph, this.#d.now())
         return { state: 'ok' }
+      }
       case 'add_funcs':
         return this.#addFuncs(account, body)
       case 'add_link':
@@ -165,7 +165,8 @@ export class GraphApi {
       }
       const existing = links.find(same)
       if (existing === undefined && links.filter((l) => l.kind === kind).length >= LIMITS.links) return fail(`graph "${graph}" has ${LIMITS.links} ${kind === 'idf' ? 'inputs' : 'outputs'}, the most one graph takes`)
-      if (g === undefined && store.graphs(account).length >= LIMITS.graphs) return fail(`account ${account} has ${LIMITS.graphs} graphs, the most perch keeps for one account`)
+      const full = this.#noRoomFor(account, graph)
+      if (full !== undefined) return full
       const link: LinkRecord = { account, graph, device: id, kind, feature, func, seq: existing?.seq ?? Number.MAX_SAFE_INTEGER }
       links = existing === undefined ? [...links, link] : links.map((l) => (same(l) ? link : l))
     } else {
@@ -192,6 +193,8 @@ export class GraphApi {
     if (prev !== current) return fail(`the join function of graph "${graph}" is ${JSON.stringify(current)}, not ${JSON.stringify(prev)} ("prev" must name the current one)`)
     const next = body.new ?? null
     if (next !== null && (typeof next !== 'string' || store.func(account, next) === undefined)) return fail(`no function ${JSON.stringify(next)} in account ${account}: add it with add_funcs first`)
+    const full = this.#noRoomFor(account, graph)
+    if (full !== undefined) return full
     const installed = await this.#install(account, graph, this.#plan(account, graph, next))
     if (!installed.ok) return fail(installed.error)
     store.transaction(() => {
@@ -209,6 +212,13 @@ export class GraphApi {
     store.transaction(() => store.removeGraph(account, graph))
     this.#d.signals.changed(before, usedEndpoints(store.links()))
     return { state: 'ok' }
+  }
+
+  /** The refusal when the request would make a new graph and the account has all it may keep. */
+  #noRoomFor(account: string, graph: string): Answer | undefined {
+    const { store } = this.#d
+    if (store.graph(account, graph) !== undefined || store.graphs(account).length < LIMITS.graphs) return undefined
+    return fail(`account ${account} has ${LIMITS.graphs} graphs, the most perch keeps for one account`)
   }
 
   #plan(account: string, graph: string, join: string | null): GraphPlan {

@@ -140,6 +140,14 @@ t.test("what an account may keep is bounded: a graph's 33rd input, an account's 
   t.equal(r.status, 409, 'a device beyond the limit is refused')
   t.match(r.body.error, /account A has 1000 devices, the most perch keeps for one account/)
   t.equal(store.device(one), undefined, 'and not stored')
+  // 100 graphs: attach, add_link and set_join may not make a 101st.
+  store.transaction(() => {
+    for (let i = store.graphs('A').length; i < LIMITS.graphs; i++) store.ensureGraph('A', `g${i}`, 0)
+  })
+  for (const body of [{ op: 'attach' }, { op: 'add_link', da_id: ids[0], idf: 'v', func: null }, { op: 'set_join', prev: null, new: null }]) {
+    t.match(await request(admin, '/A/graph/one-more', body), { state: 'error', error: `account A has ${LIMITS.graphs} graphs, the most perch keeps for one account` }, `${body.op} may not make a graph past the limit`)
+  }
+  t.equal(store.graph('A', 'one-more'), undefined, 'no graph past the limit was made')
   const existing = ids[0] ?? ''
   const again = await devicesRequest(httpPort, 'PUT', `/devices/${existing}`, { user: 'A', password: 'pw-A', body: { name: 'probe', idf_list: ['v'] } })
   t.equal(again.status, 200, 'an existing device may still register again')
