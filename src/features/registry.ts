@@ -11,7 +11,7 @@ export interface RequestError {
   readonly error: string
 }
 
-export const requestError = (status: RequestError['status'], error: string): Result<never, RequestError> => err({ status, error })
+const requestError = (status: RequestError['status'], error: string): Result<never, RequestError> => err({ status, error })
 
 export interface RegistryDeps {
   readonly store: FeatureStore
