@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads'
 import { err, ok, type Result } from '../core/result.js'
 import type { Disposable } from '../core/scope.js'
 import { DEFAULT_HEARTBEAT_MS, heartbeatMs, type ResolvedSpec, resolveSpec } from './limits.js'
+import { LoadedSpecs } from './loaded-specs.js'
 import { encodeBatch, type Reply, type Request, type WorkerMessage, type WorkerOptions } from './protocol.js'
 import type { QuickJSVariantName } from './quickjs.js'
 import type { DisposeReport, InvokeResult, LoadError, RuleInput, RuleSpec, SandboxStats } from './types.js'
@@ -55,7 +56,7 @@ function workerUrl(): URL {
 export class SandboxHost implements Disposable {
   readonly #options: SandboxHostOptions
   readonly #variant: QuickJSVariantName
-  readonly #specs = new Map<string, Map<string, ResolvedSpec>>()
+  readonly #specs = new LoadedSpecs()
   /** Accounts whose KV snapshot the current worker has. */
   readonly #seeded = new Set<string>()
   readonly #pending = new Map<number, Pending>()
@@ -116,13 +117,13 @@ export class SandboxHost implements Disposable {
     if (reply === undefined) return err({ code: 'invalid', message: 'the sandbox worker crashed while loading the rule and was restarted' })
     if (reply.t !== 'load') return err({ code: 'invalid', message: 'unexpected reply from the sandbox worker' })
     if (!reply.result.ok) return err(reply.result.error)
-    this.#setSpec(s)
+    this.#specs.set(s)
     return ok(undefined)
   }
 
   async unload(account: string, name: string): Promise<void> {
     this.#assertLive()
-    this.#removeSpec(account, name)
+    this.#specs.remove(account, name)
     await this.#request({ t: 'unload', id: this.#nextId++, account, name })
   }
 
@@ -157,15 +158,13 @@ export class SandboxHost implements Disposable {
   }
 
   stats(): SandboxStats {
-    let rules = 0
-    for (const r of this.#specs.values()) rules += r.size
     return {
       modulesRecycled: this.#modulesRecycled,
       workerRestarts: this.#workerRestarts,
       disposeFailures: this.#disposeFailures,
       rulesDropped: this.#rulesDropped,
-      accounts: this.#specs.size,
-      rules,
+      accounts: this.#specs.accounts,
+      rules: this.#specs.rules,
       inFlight: this.#pending.size,
     }
   }
@@ -334,7 +333,7 @@ export class SandboxHost implements Disposable {
     }
     this.#outbox = []
     this.#seeded.clear()
-    for (const rules of this.#specs.values()) for (const spec of rules.values()) this.#reload(spec)
+    for (const spec of [...this.#specs.all()]) this.#reload(spec)
     for (const r of retry) this.#outbox.push(r)
     for (const r of queued) this.#outbox.push(r)
     if (pauseMs === 0) this.#spawn()
@@ -361,8 +360,8 @@ export class SandboxHost implements Disposable {
   }
 
   #dropSpec(spec: ResolvedSpec): void {
-    if (this.#specs.get(spec.account)?.get(spec.name) !== spec) return // replaced meanwhile
-    this.#removeSpec(spec.account, spec.name)
+    if (this.#specs.get(spec.account, spec.name) !== spec) return // replaced meanwhile
+    this.#specs.remove(spec.account, spec.name)
     this.#rulesDropped++
   }
 
@@ -387,21 +386,6 @@ export class SandboxHost implements Disposable {
 
   #heartbeat(): number {
     return heartbeatMs(this.#options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS, this.#largestTimeMs)
-  }
-
-  #setSpec(spec: ResolvedSpec): void {
-    let rules = this.#specs.get(spec.account)
-    if (rules === undefined) {
-      rules = new Map()
-      this.#specs.set(spec.account, rules)
-    }
-    rules.set(spec.name, spec)
-  }
-
-  #removeSpec(account: string, name: string): void {
-    const rules = this.#specs.get(account)
-    rules?.delete(name)
-    if (rules?.size === 0) this.#specs.delete(account)
   }
 
   #assertLive(): void {
